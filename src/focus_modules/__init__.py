@@ -1,0 +1,26 @@
+"""focus_modules: FOCUS (NeurIPS 2025) as reusable PyTorch components.
+
+Public names are imported lazily so that ``import focus_modules`` stays cheap and works on a
+machine without a GPU, triton or transformers' heavy model code.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "FocusConfig": "focus_modules.config",
+    "RelevanceMap": "focus_modules.modules.relevance_map",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'focus_modules' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

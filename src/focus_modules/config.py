@@ -1,0 +1,115 @@
+"""Hyper-parameters of FOCUS, by their paper names (Sec. 3, A.3, Table 7)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+FAMILIES = ("llava-1.5", "llava-onevision", "qwen2.5-vl")
+DATASETS = ("vstar", "hrbench", "mme-rw-lite")
+N_STEPS_IN_PAPER = (1, 2, 3, 4, 6, 8)
+
+
+@dataclass(frozen=True)
+class FocusConfig:
+    """Every FOCUS hyper-parameter; build one with :meth:`preset` and adjust with
+    ``dataclasses.replace``.
+
+    Attributes:
+        layers: half-open range ``(l, L)`` of 0-based decoder layers whose value vectors
+            build the relevance map; ``(14, 32)`` reads layers 14..31.
+        n_steps: number of top ROIs per target whose existence confidence is verified.
+        overrun: if every one of the top ``n_steps`` ROIs answers "No", keep verifying
+            further ROIs until one answers "Yes" or none is left (Sec. C.1).
+        k: number of anchor points taken from the relevance map.
+        s_min: side of the initial square ROI, in map cells.
+        s_max: largest side an ROI may grow to, in map cells.
+        s_dist: anchors closer than this (Euclidean, in cells) to a stronger one are dropped.
+        expand_threshold: an ROI keeps growing while the mean relevance inside it stays
+            at or above ``expand_threshold * anchor score``.
+        nms_threshold: IoU above which a weaker ROI is suppressed.
+        t_type2: confidence above which an ROI is kept for type-2 (counting) questions.
+        t_obj_dist: pixel distance between target centres above which type-1 ROIs are pasted
+            on a canvas instead of merged into their union box.
+        smooth_sigma: std of the Gaussian smoothing applied to the map before proposals
+            (global-local models), ``None`` for none.
+        downsample: average-pooling factor applied after smoothing (1 = none).
+    """
+
+    layers: tuple[int, int] = (14, 32)
+    n_steps: int = 8
+    overrun: bool = True
+    k: int = 30
+    s_min: int = 3
+    s_max: int = 5
+    s_dist: float = 2.0
+    expand_threshold: float = 0.5
+    nms_threshold: float = 0.3
+    t_type2: float = 0.6
+    t_obj_dist: float = 1200.0
+    smooth_sigma: float | None = None
+    downsample: int = 1
+
+    def __post_init__(self) -> None:
+        start, end = self.layers
+        if not (0 <= start < end):
+            raise ValueError(f"layers must be a half-open range (l, L) with 0 <= l < L, got {self.layers}")
+        if self.n_steps < 0:
+            raise ValueError(f"n_steps must be >= 0, got {self.n_steps}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if not (1 <= self.s_min <= self.s_max):
+            raise ValueError(f"need 1 <= s_min <= s_max, got s_min={self.s_min}, s_max={self.s_max}")
+        if self.s_dist < 0:
+            raise ValueError(f"s_dist must be >= 0, got {self.s_dist}")
+        if not (0.0 <= self.nms_threshold <= 1.0):
+            raise ValueError(f"nms_threshold must lie in [0, 1], got {self.nms_threshold}")
+        if self.smooth_sigma is not None and self.smooth_sigma <= 0:
+            raise ValueError(f"smooth_sigma must be > 0 or None, got {self.smooth_sigma}")
+        if self.downsample < 1:
+            raise ValueError(f"downsample must be >= 1, got {self.downsample}")
+
+    @classmethod
+    def preset(cls, family: str, dataset: str | None = None, n_steps: int = 8, **overrides) -> FocusConfig:
+        """Table 7's hyper-parameters for a model family and benchmark.
+
+        Args:
+            family: one of ``"llava-1.5"``, ``"llava-onevision"``, ``"qwen2.5-vl"``.
+            dataset: ``"vstar"``, ``"hrbench"``, ``"mme-rw-lite"`` or ``None`` (the
+                non-V*Bench values, which Table 7 uses for every other dataset).
+            n_steps: verification budget; LLaVA-1.5 uses ``k = 15`` below 4 steps.
+            **overrides: any field, applied last.
+
+        Qwen2.5-VL is not in Table 7: it gets OneVision's proposal settings (both are
+        high-resolution maps) and layers ``(14, 28)``, the last 50 % of Qwen2.5-VL-7B's 28
+        layers, inside the paper's "last 25-60 %" advice for new models (A.3).
+        The smoothing sigma (1.0) and downsampling factor (2) of the global-local models are
+        our choice: the paper names the steps (Sec. 3.2) but not their parameters.
+        """
+        if family not in FAMILIES:
+            raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+        if dataset is not None and dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS} or None")
+        vstar = dataset == "vstar"
+        if family == "llava-1.5":
+            values = dict(layers=(14, 32), k=15 if n_steps < 4 else 30, s_max=5, s_dist=2.0 if vstar else 3.0,
+                          t_type2=0.6)
+        else:
+            values = dict(layers=(21, 28) if family == "llava-onevision" else (14, 28), k=30,
+                          s_max=9 if vstar else 5, s_dist=2.0, t_type2=0.5, smooth_sigma=1.0, downsample=2)
+        values.update(n_steps=n_steps, s_min=3, t_obj_dist=1200.0, expand_threshold=0.5, nms_threshold=0.3)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown FocusConfig fields {sorted(unknown)}")
+        values.update(overrides)
+        return cls(**values)
+
+    def check_layers(self, num_layers: int) -> None:
+        """Raise ``ValueError`` if :attr:`layers` does not fit a decoder of ``num_layers`` layers."""
+        start, end = self.layers
+        if end > num_layers:
+            raise ValueError(
+                f"layers={self.layers} reads decoder layers {start}..{end - 1}, but the model has "
+                f"{num_layers} layers (0..{num_layers - 1}); pass e.g. "
+                f"dataclasses.replace(config, layers=({num_layers // 2}, {num_layers}))"
+            )

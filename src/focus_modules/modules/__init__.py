@@ -1,0 +1,1 @@
+"""``nn.Module`` wrappers that hold hyper-parameters and delegate to the functional ops."""

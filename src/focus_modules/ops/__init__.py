@@ -1,0 +1,1 @@
+"""Functional ops; see :mod:`focus_modules.functional` for the public names."""
