@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "FocusConfig": "focus_modules.config",
     "RelevanceMap": "focus_modules.modules.relevance_map",
+    "ExistenceScorer": "focus_modules.modules.existence",
 }
 
 __all__ = sorted(_EXPORTS)
