@@ -12,6 +12,7 @@ _EXPORTS = {
     "FocusConfig": "focus_modules.config",
     "RelevanceMap": "focus_modules.modules.relevance_map",
     "ExistenceScorer": "focus_modules.modules.existence",
+    "ValueCapture": "focus_modules.modules.value_capture",
 }
 
 __all__ = sorted(_EXPORTS)
