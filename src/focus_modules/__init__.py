@@ -13,6 +13,8 @@ _EXPORTS = {
     "RelevanceMap": "focus_modules.modules.relevance_map",
     "ExistenceScorer": "focus_modules.modules.existence",
     "ValueCapture": "focus_modules.modules.value_capture",
+    "ModelAdapter": "focus_modules.adapters",
+    "register_adapter": "focus_modules.adapters",
 }
 
 __all__ = sorted(_EXPORTS)
