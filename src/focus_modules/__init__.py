@@ -13,6 +13,9 @@ _EXPORTS = {
     "RelevanceMap": "focus_modules.modules.relevance_map",
     "ExistenceScorer": "focus_modules.modules.existence",
     "ValueCapture": "focus_modules.modules.value_capture",
+    "FocusWrapper": "focus_modules.wrapper",
+    "FocusResult": "focus_modules.wrapper",
+    "Roi": "focus_modules.wrapper",
     "ModelAdapter": "focus_modules.adapters",
     "register_adapter": "focus_modules.adapters",
 }
