@@ -226,12 +226,16 @@ class ModelAdapter(ABC):
 
     def generate(self, batch: Batch, max_new_tokens: int) -> list[str]:
         """Greedy generation; the new text of each prompt, special tokens removed, stripped."""
-        out = self.model.generate(
+        out = self.generation_model(batch).generate(
             **batch.inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             pad_token_id=self.pad_token_id,
         )
         new_tokens = out[:, batch.inputs["input_ids"].shape[1]:]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def generation_model(self, batch: Batch) -> nn.Module:
+        """The module whose ``generate`` runs ``batch`` (the model itself by default)."""
+        return self.model
 
     def _keep_last_logits(self) -> dict[str, int]:
         params = inspect.signature(self.model.forward).parameters

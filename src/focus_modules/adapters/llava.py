@@ -15,10 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import transformers
+from packaging.version import Version
 from PIL import Image
+from torch import nn
 
-from focus_modules.adapters.base import Encoding, FinalView, ModelAdapter
+from focus_modules.adapters.base import Batch, Encoding, FinalView, ModelAdapter
 from focus_modules.adapters.views import Box, expand_to_square
+
+# Before 4.48, LLaVA sends any prompt with fewer image tokens than `image_seq_length` (a
+# text-only one too) down a legacy expansion path that fails without pixels.
+LEGACY_TEXT_ONLY = Version(transformers.__version__) < Version("4.48")
 
 # The conversation format of LLaVA-1.5 (llava-hf chat template), used when a processor
 # carries no chat template; it renders the same string as the template.
@@ -53,6 +60,13 @@ class LlavaAdapter(ModelAdapter):
         # "full" keeps the CLS token in front of the patch tokens.
         self.num_prefix_tokens = 1 if strategy == "full" else 0
         self.image_processor = processor.image_processor
+
+    def generation_model(self, batch: Batch) -> nn.Module:
+        """Text-only prompts (step I) go to the language model itself on transformers < 4.48,
+        where it is a ``*ForCausalLM`` (same computation: LLaVA adds nothing without an image)."""
+        if LEGACY_TEXT_ONLY and "pixel_values" not in batch.inputs:
+            return self.model.language_model
+        return self.model
 
     # --- images ---------------------------------------------------------------------------------
 
