@@ -1,7 +1,7 @@
 """Deterministic synthetic fine-grained VQA scenes: small flat-coloured shapes on a large,
 cluttered canvas, with their exact boxes and the questions they support.
 
-Every scene is a function of its seed alone (a NumPy ``Generator`` seeded per scene, PIL
+Every scene is a function of its seed and config alone (one NumPy ``Generator`` per scene, PIL
 drawing), for a given NumPy and Pillow version.
 
 Composition of a scene (defaults in :class:`SceneConfig`): ``n_single`` shapes that occur
@@ -14,6 +14,7 @@ question (the counted colour and shape).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -155,10 +156,19 @@ def canvas_size(rng: np.random.Generator, config: SceneConfig) -> tuple[int, int
     return width, min(high, round(width / ratio))
 
 
-def _check_seed(seed: Seed) -> None:
+def scene_rng(seed: Seed) -> np.random.Generator:
+    """The generator of the scene with this seed.
+
+    The seed's values are hashed rather than passed to ``default_rng`` as they are: NumPy's
+    ``SeedSequence`` gives ``7`` and ``(7, 0)`` (or ``2**32`` and ``(0, 1)``) the same stream,
+    which would let a written set's scene ``(0, 0, 0)`` repeat a training scene ``0``. Only
+    ``n`` and ``(n,)`` name the same scene.
+    """
     values = [seed] if isinstance(seed, (int, np.integer)) else list(seed)
     if not values or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in values):
         raise ValueError(f"seed must be a non-negative int or a non-empty sequence of them, got {seed!r}")
+    digest = hashlib.sha256(",".join(str(int(v)) for v in values).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
 class _Placer:
@@ -202,15 +212,14 @@ def make_scene(seed: Seed, config: SceneConfig | None = None) -> Scene:
 
     Args:
         seed: non-negative int or sequence of ints (e.g. ``(dataset_seed, family, index)``);
-            seeds a ``numpy.random.default_rng`` used for everything in the scene.
+            one generator (:func:`scene_rng`) draws everything in the scene.
         config: drawing parameters; ``SceneConfig()`` by default.
 
     Returns:
         The :class:`Scene`; same seed and config give the same pixels, objects and questions.
     """
-    _check_seed(seed)
+    rng = scene_rng(seed)
     config = config or SceneConfig()
-    rng = np.random.default_rng(seed)
     size = canvas_size(rng, config)
     image = render_background(rng, size, config.clutter_density, config.noise_std, config.max_chroma)
 
