@@ -218,7 +218,8 @@ def test_vstar_layout_round_trip(tmp_path):
         scene = make_scene(tuple(record["seed"]), SMALL)
         question = scene.questions_of(record["family"])[0]
         assert record == vstar_record(scene, question)
-        assert record["options"][0] == question.answer and len(set(record["options"])) == len(record["options"])
+        assert record["options"][0] == question.answer
+        assert len(set(record["options"])) == len(record["options"])
         assert record["bbox"] == [xyxy_to_xywh(b) for b in question.boxes]
         assert len(record["bbox"]) == len(record["bbox_target"])
         image = Image.open(path.with_suffix(".jpg"))

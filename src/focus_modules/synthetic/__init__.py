@@ -11,10 +11,17 @@ questions (``"circle"``; the asked-for colour is never part of it), ``"{color} {
 counting (``"red star"``). Boxes are integer pixel edges ``(x1, y1, x2, y2)``.
 """
 
-from .crops import EXISTENCE_TEMPLATE, ExistenceSample, avoiding_crop_box, context_crop_box, crop_question, existence_samples
+from .crops import (
+    EXISTENCE_TEMPLATE,
+    ExistenceSample,
+    avoiding_crop_box,
+    context_crop_box,
+    crop_question,
+    existence_samples,
+)
 from .questions import ATTRIBUTE_TEMPLATE, COUNTING_TEMPLATE, SPATIAL_TEMPLATE
 from .records import FAMILIES, Box, Question, SceneObject, xyxy_to_xywh
-from .scene import Scene, SceneConfig, canvas_size, make_scene, parse_target
+from .scene import Scene, SceneConfig, canvas_size, make_scene, parse_target, scene_rng
 from .shapes import COLORS, PLURALS, SHAPES, shape_mask
 from .vstar import FAMILY_DIRS, vstar_record, write_vstar_layout
 
@@ -41,6 +48,7 @@ __all__ = [
     "existence_samples",
     "make_scene",
     "parse_target",
+    "scene_rng",
     "shape_mask",
     "vstar_record",
     "write_vstar_layout",

@@ -43,7 +43,8 @@ def _draw_clutter(rng: np.random.Generator, image: Image.Image, n_strokes: int) 
         line_width = int(rng.integers(1, 4))
         if kind == 0:  # straight line
             length, angle = rng.uniform(10, 120), rng.uniform(0, 2 * math.pi)
-            draw.line((x, y, x + length * math.cos(angle), y + length * math.sin(angle)), fill=color, width=line_width)
+            end = (x + length * math.cos(angle), y + length * math.sin(angle))
+            draw.line(((x, y), end), fill=color, width=line_width)
         elif kind == 1:  # scribble: a short random walk
             points = [(x, y)]
             for _ in range(int(rng.integers(3, 8))):
@@ -54,13 +55,15 @@ def _draw_clutter(rng: np.random.Generator, image: Image.Image, n_strokes: int) 
         elif kind == 2:  # open arc (never a full circle)
             radius, start = rng.uniform(5, 40), rng.uniform(0, 360)
             extent = rng.uniform(60, 240)
-            draw.arc((x - radius, y - radius, x + radius, y + radius), start, start + extent, fill=color, width=line_width)
+            bounds = (x - radius, y - radius, x + radius, y + radius)
+            draw.arc(bounds, start, start + extent, fill=color, width=line_width)
         else:  # irregular filled blob
             n_vertices = int(rng.integers(6, 10))
             radius = rng.uniform(4, 20)
             angles = np.sort(rng.uniform(0, 2 * math.pi, n_vertices))
             radii = radius * rng.uniform(0.35, 1.0, n_vertices)
-            draw.polygon([(x + r * math.cos(a), y + r * math.sin(a)) for a, r in zip(angles, radii)], fill=color)
+            vertices = [(x + r * math.cos(a), y + r * math.sin(a)) for a, r in zip(angles, radii)]
+            draw.polygon(vertices, fill=color)
 
 
 def render_background(

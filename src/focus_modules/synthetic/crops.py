@@ -162,7 +162,8 @@ def existence_samples(
         elif len(samples) % 2 == 0:
             obj = scene.objects[rng.integers(len(scene.objects))]
             target = obj.name if with_color else obj.shape
-            samples.append(ExistenceSample(target, "Yes", context_crop_box([obj.box], scene.size, rng, context)))
+            box = context_crop_box([obj.box], scene.size, rng, context)
+            samples.append(ExistenceSample(target, "Yes", box))
         else:
             target = _random_target(rng, with_color)
             avoid = [o.box for o in scene.find(target)]

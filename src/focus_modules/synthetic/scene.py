@@ -71,7 +71,8 @@ class SceneConfig:
             raise ValueError("aspect_ratios must not be empty")
         if not 8 <= self.object_size[0] <= self.object_size[1] <= low // 4:
             raise ValueError(
-                f"object_size must be (min, max) with 8 <= min <= max <= canvas min side / 4, got {self.object_size}"
+                "object_size must be (min, max) with 8 <= min <= max <= canvas min side / 4, "
+                f"got {self.object_size}"
             )
         if not 2 <= self.n_single <= len(SHAPES) - 1:
             raise ValueError(f"n_single must be in 2..{len(SHAPES) - 1}, got {self.n_single}")
@@ -83,8 +84,8 @@ class SceneConfig:
             raise ValueError(f"spatial_margin must be in [0, 1 / n_single), got {self.spatial_margin}")
         if self.clutter_density < 0 or self.noise_std < 0 or not 0 <= self.max_chroma <= 60:
             raise ValueError(
-                "clutter_density and noise_std must be >= 0 and max_chroma in [0, 60] (target colours "
-                f"have a channel spread >= 130), got {self.clutter_density}, {self.noise_std}, {self.max_chroma}"
+                "clutter_density and noise_std must be >= 0 and max_chroma in [0, 60] (target colours have "
+                f"a channel spread >= 130), got {self.clutter_density}, {self.noise_std}, {self.max_chroma}"
             )
 
     @property
@@ -141,7 +142,9 @@ def parse_target(target: str) -> tuple[str | None, str]:
         return None, words[0]
     if len(words) == 2 and words[0] in COLORS and words[1] in SHAPES:
         return words[0], words[1]
-    raise ValueError(f"target {target!r} is not '<shape>' or '<color> <shape>' with shapes {SHAPES}, colours {tuple(COLORS)}")
+    raise ValueError(
+        f"target {target!r} is not '<shape>' or '<color> <shape>' with shapes {SHAPES}, colours {tuple(COLORS)}"
+    )
 
 
 def canvas_size(rng: np.random.Generator, config: SceneConfig) -> tuple[int, int]:
@@ -228,7 +231,8 @@ def make_scene(seed: Seed, config: SceneConfig | None = None) -> Scene:
     count_shape, count_color = shapes[config.n_single], colors[rng.integers(len(colors))]
     decoy_colors = [c for c in colors if c != count_color]
     specs = [(shape, colors[rng.integers(len(colors))], True) for shape in shapes[: config.n_single]]
-    specs += [(count_shape, count_color, False)] * int(rng.integers(config.count_range[0], config.count_range[1] + 1))
+    count = int(rng.integers(config.count_range[0], config.count_range[1] + 1))
+    specs += [(count_shape, count_color, False)] * count
     specs += [
         (count_shape, decoy_colors[rng.integers(len(decoy_colors))], False)
         for _ in range(int(rng.integers(0, config.count_decoys + 1)))
@@ -249,5 +253,7 @@ def make_scene(seed: Seed, config: SceneConfig | None = None) -> Scene:
         "spatial": spatial_questions(rng, objects, min_center_dx),
         "counting": [counting_question(rng, objects, count_color, count_shape, config.max_count_option)],
     }
-    questions = tuple(q for family in FAMILIES for q in (by_family[family][i] for i in rng.permutation(len(by_family[family]))))
+    questions = tuple(
+        by_family[family][i] for family in FAMILIES for i in rng.permutation(len(by_family[family]))
+    )
     return Scene(seed=seed, image=image, objects=tuple(objects), questions=questions)

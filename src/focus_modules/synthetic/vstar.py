@@ -74,7 +74,8 @@ def write_vstar_layout(
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or n_per_family < 0 or seed < 0:
         raise ValueError(
-            f"need families in {FAMILIES}, n_per_family >= 0 and seed >= 0; got {families}, {n_per_family}, {seed}"
+            f"need families in {FAMILIES}, n_per_family >= 0 and seed >= 0; "
+            f"got {families}, {n_per_family}, {seed}"
         )
     root = Path(root)
     written = []
