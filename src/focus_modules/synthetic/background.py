@@ -1,9 +1,10 @@
 """Textured, cluttered backgrounds in muted colours.
 
 A background is a gradient between two muted colours, low-frequency blotches, many small
-strokes (lines, scribbles, arcs, irregular blobs) and pixel noise. No closed regular outline is
-drawn, so nothing in the clutter reads as one of the target shapes, and every pixel's channels
-stay within ``max_chroma`` of the pixel's grey value, so no pixel can match a target colour.
+strokes (lines, scribbles, open arcs, elongated lumpy pebbles) and pixel noise. No closed
+regular outline or polygon is drawn, so nothing in the clutter reads as one of the target
+shapes, and every pixel's channels stay within ``max_chroma`` of the pixel's grey value, so no
+pixel can match a target colour.
 """
 
 from __future__ import annotations
@@ -57,12 +58,17 @@ def _draw_clutter(rng: np.random.Generator, image: Image.Image, n_strokes: int) 
             extent = rng.uniform(60, 240)
             bounds = (x - radius, y - radius, x + radius, y + radius)
             draw.arc(bounds, start, start + extent, fill=color, width=line_width)
-        else:  # irregular filled blob
-            n_vertices = int(rng.integers(6, 10))
-            radius = rng.uniform(4, 20)
+        else:  # pebble: a lumpy, elongated filled blob (never triangle- or circle-like)
+            n_vertices = int(rng.integers(8, 13))
+            long_radius, tilt = rng.uniform(4, 20), rng.uniform(0, math.pi)
+            cos, sin = math.cos(tilt), math.sin(tilt)
+            short_radius = long_radius * rng.uniform(0.35, 0.7)
             angles = np.sort(rng.uniform(0, 2 * math.pi, n_vertices))
-            radii = radius * rng.uniform(0.35, 1.0, n_vertices)
-            vertices = [(x + r * math.cos(a), y + r * math.sin(a)) for a, r in zip(angles, radii)]
+            jitter = rng.uniform(0.75, 1.0, n_vertices)
+            vertices = []
+            for a, j in zip(angles, jitter):
+                u, v = j * long_radius * math.cos(a), j * short_radius * math.sin(a)
+                vertices.append((x + u * cos - v * sin, y + u * sin + v * cos))
             draw.polygon(vertices, fill=color)
 
 
