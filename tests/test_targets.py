@@ -24,7 +24,7 @@ def test_prompt_holds_the_few_shot_examples_and_ends_open():
     "reply, question, expected",
     [
         ("red car, white truck", "Is the red car left of the white truck?", ["red car", "white truck"]),
-        (" red car , white truck \nQuestion: what", "Is the red car left of the white truck?", ["red car", "white truck"]),
+        (" red car , white truck \nQuestion: what", "Is the red car left of the truck?", ["red car", "white truck"]),
         ("Objects: umbrella.", "What is the color of the umbrella?", ["umbrella"]),
         ('"dog"; (cat)', "Is the dog next to the cat?", ["dog", "cat"]),
         ("all birds", "How many birds are on the roof?", ["all birds"]),

@@ -84,9 +84,9 @@ def test_canvas_keeps_rois_and_their_relative_positions():
         assert np.array_equal(arr[y:y + y2 - y1, x:x + x2 - x1], np.asarray(image)[y1:y2, x1:x2])
         found.append((x, y))
     # Left/right and above/below order survive.
-    for (a, pa), (b, pb) in [((0, found[0]), (1, found[1])), ((1, found[1]), (2, found[2])), ((0, found[0]), (2, found[2]))]:
-        assert np.sign(pa[0] - pb[0]) == np.sign(boxes[a][0] - boxes[b][0])
-        assert np.sign(pa[1] - pb[1]) == np.sign(boxes[a][1] - boxes[b][1])
+    for a, b in [(0, 1), (1, 2), (0, 2)]:
+        assert np.sign(found[a][0] - found[b][0]) == np.sign(boxes[a][0] - boxes[b][0])
+        assert np.sign(found[a][1] - found[b][1]) == np.sign(boxes[a][1] - boxes[b][1])
     assert paste_on_canvas(image, [(5, 5, 25, 15)], (0, 0, 0)).size == (20, 10)
     with pytest.raises(ValueError):
         paste_on_canvas(image, [], (0, 0, 0))
