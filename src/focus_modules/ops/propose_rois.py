@@ -18,10 +18,13 @@ Readings of the paper we chose (it gives no code for this part):
   sides of a square-padded image). Only valid cells are smoothed, pooled, normalised and
   picked as anchors; invalid cells count as relevance 0 inside an ROI. ROIs are shifted into
   the bounding box of the valid cells (the whole grid without a mask).
-* Smoothing is a normalised convolution, ``blur(map * valid) / blur(valid)`` with zero
-  padding: near a border the Gaussian is renormalised over the valid cells, so cells outside
-  a map (batch padding, masked cells) never bleed into it, and a map gives the same result
-  alone or in a batch with larger maps. Kernel size ``2 * ceil(3 sigma) + 1``.
+* Smoothing is Gaussian (kornia), kernel size ``2 * ceil(3 sigma) + 1``, with each map
+  extended past its own grid by symmetric reflection (``... c b a | a b c ... x y z | z y x ...``,
+  scipy.ndimage's default), so the batch padding never bleeds into a map, a map gives the same
+  result alone or in a batch, a constant map stays constant, and a one-hot peak stays the
+  largest cell even at a border (the reflection torch calls "reflect", ``c b | a b c``, would
+  double a peak's neighbour at the border). Masked cells (``valid_mask``) are left out by
+  normalised convolution, ``blur(map * valid) / blur(valid)``.
 * Downsampling by ``d`` averages the valid cells of each ``d x d`` block, blocks aligned at the
   map's top-left corner; a partial block at the bottom/right edge is a cell of its own, so the
   downsampled grid is ``ceil(h / d) x ceil(w / d)`` (``cell_hw``).
@@ -187,9 +190,7 @@ def prepare_maps(
     values = torch.where(valid, maps.to(dtype), 0.0)
 
     if smooth_sigma is not None:
-        radius = math.ceil(SMOOTH_RADIUS_SIGMAS * smooth_sigma)
-        blurred = gaussian_blur2d(torch.stack([values, weight], 1), 2 * radius + 1,
-                                  (smooth_sigma, smooth_sigma), border_type="constant")
+        blurred = smooth(torch.stack([values, weight], 1), grid_hw, smooth_sigma)
         values = torch.where(valid, blurred[:, 0] / blurred[:, 1].clamp_min(torch.finfo(dtype).tiny), 0.0)
 
     if downsample > 1:
@@ -209,6 +210,42 @@ def prepare_maps(
     varies = span > CONSTANT_RTOL * torch.maximum(high.abs(), low.abs())
     relevance = torch.where(valid & varies, (values - low) / torch.where(varies, span, 1.0), 0.0)
     return relevance, valid, cell_hw
+
+
+def symmetric_index(length: int, radius: int, size: Tensor) -> Tensor:
+    """Indices into ``[0, size)`` for positions ``-radius .. length + radius - 1`` under
+    symmetric reflection at both ends (repeated for maps smaller than ``radius``).
+
+    Args:
+        length: padded length of the batch (``Hmax`` or ``Wmax``).
+        radius: cells added on each side.
+        size: ``[B]`` long, each map's own length.
+
+    Returns:
+        ``[B, length + 2 * radius]`` long.
+    """
+    position = torch.arange(-radius, length + radius, device=size.device)[None, :]
+    period = 2 * size[:, None]
+    folded = position % period  # non-negative: the period is positive
+    return torch.where(folded >= size[:, None], period - 1 - folded, folded)
+
+
+def smooth(planes: Tensor, grid_hw: Tensor, sigma: float) -> Tensor:
+    """Gaussian smoothing of ``[B, C, Hmax, Wmax]`` planes, each map extended past its own
+    ``grid_hw`` by symmetric reflection; cells outside the grid are never read.
+
+    Returns:
+        ``[B, C, Hmax, Wmax]``; only cells inside each grid are meaningful.
+    """
+    batch, _, h_max, w_max = planes.shape
+    radius = math.ceil(SMOOTH_RADIUS_SIGMAS * sigma)
+    rows = symmetric_index(h_max, radius, grid_hw[:, 0].long())  # [B, Hmax + 2r]
+    cols = symmetric_index(w_max, radius, grid_hw[:, 1].long())  # [B, Wmax + 2r]
+    image = torch.arange(batch, device=planes.device)[:, None, None]
+    padded = torch.stack([plane[image, rows[:, :, None], cols[:, None, :]] for plane in planes.unbind(1)], 1)
+    # The border mode only touches the outer `radius` cells, which the crop drops.
+    blurred = gaussian_blur2d(padded, 2 * radius + 1, (sigma, sigma), border_type="constant")
+    return blurred[:, :, radius : radius + h_max, radius : radius + w_max]
 
 
 def disc_cells(s_dist: float) -> int:
