@@ -9,7 +9,7 @@ from torchvision.ops import box_iou
 
 from focus_modules import FocusConfig, RoiProposer, RoiSet
 from focus_modules.functional import propose_rois
-from focus_modules.ops.propose_rois import CONSTANT_RTOL, candidate_rois, prepare_maps
+from focus_modules.ops.propose_rois import CONSTANT_RTOL, NEGLIGIBLE, candidate_rois, prepare_maps
 
 PARAMS = dict(k=30, s_min=3, s_max=5, s_dist=2.0, expand_threshold=0.5, nms_threshold=0.3)
 
@@ -55,6 +55,9 @@ def oracle_rois(m, valid, k, s_min, s_max, s_dist, expand_threshold, nms_thresho
     cells = [(r, c) for r in range(h) for c in range(w) if valid[r, c]]
     if not cells:
         return []
+    scale = torch.stack([m[r, c].abs() for r, c in cells]).max()
+    m = m / (scale if scale > 0 else 1.0)
+    m = torch.where(m.abs() < NEGLIGIBLE, 0.0, m)
     vals = torch.stack([m[r, c] for r, c in cells])
     low, high = vals.min(), vals.max()
     if high - low > CONSTANT_RTOL * max(abs(high), abs(low)):
@@ -141,6 +144,17 @@ def test_planted_blobs(h, w, centres):
     assert dist.min() >= PARAMS["s_dist"]
     # the blob ROI grows past s_min, a noise ROI does not
     assert (sides[:, 0] > PARAMS["s_min"]).all()
+
+
+@pytest.mark.parametrize("smoothing", [dict(), dict(smooth_sigma=1.0, downsample=2)])
+def test_results_do_not_depend_on_the_maps_scale(smoothing):
+    m = blob_map(60, 30, [(41, 9), (8, 22)], [1.0, 0.6])[None]
+    grid = torch.tensor([[60, 30]])
+    want = propose_rois(m, grid, **PARAMS, **smoothing)
+    for factor in (2.0**-100, 2.0**60):  # exact in float32, 2**-100 puts the map near subnormals
+        got = propose_rois(m * factor, grid, **PARAMS, **smoothing)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
 
 
 def test_candidates_hold_k_spread_anchors_and_nms_keeps_a_subset():
@@ -379,3 +393,16 @@ def test_candidate_rois_compiles_with_inductor():
     assert torch.equal(eager.valid, compiled.valid) and torch.equal(eager.boxes, compiled.boxes)
     assert torch.equal(eager.anchors, compiled.anchors) and torch.equal(eager.cell_hw, compiled.cell_hw)
     assert torch.allclose(eager.scores, compiled.scores, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("smoothing", [dict(), dict(smooth_sigma=1.0, downsample=2)])
+def test_cuda_matches_cpu(smoothing):
+    maps, grid = pad_batch([blob_map(h, w, [(h // 3, w // 4), (h - 2, w - 3)], [1.0, 0.6], seed=h)
+                            for h, w in [(24, 24), (60, 30), (27, 81), (114, 57), (2, 5)]])
+    mask = torch.rand(maps.shape, generator=torch.Generator().manual_seed(1)) > 0.05
+    cpu = propose_rois(maps, grid, valid_mask=mask, **PARAMS, **smoothing)
+    cuda = propose_rois(maps.cuda(), grid.cuda(), valid_mask=mask.cuda(), **PARAMS, **smoothing)
+    assert torch.equal(cpu.valid, cuda.valid.cpu()) and torch.equal(cpu.boxes, cuda.boxes.cpu())
+    assert torch.equal(cpu.anchors, cuda.anchors.cpu()) and torch.equal(cpu.cell_hw, cuda.cell_hw.cpu())
+    assert torch.allclose(cpu.scores, cuda.scores.cpu(), atol=1e-5)
