@@ -9,7 +9,13 @@ from torchvision.ops import box_iou
 
 from focus_modules import FocusConfig, RoiProposer, RoiSet
 from focus_modules.functional import propose_rois
-from focus_modules.ops.propose_rois import CONSTANT_RTOL, NEGLIGIBLE, candidate_rois, prepare_maps
+from focus_modules.ops.propose_rois import (
+    CONSTANT_RTOL,
+    NEGLIGIBLE,
+    candidate_rois,
+    prepare_maps,
+    suppress_overlaps,
+)
 
 PARAMS = dict(k=30, s_min=3, s_max=5, s_dist=2.0, expand_threshold=0.5, nms_threshold=0.3)
 
@@ -41,11 +47,11 @@ def contains(box, x, y):
     return x1 <= x < x2 and y1 <= y < y2
 
 
-def iou_f32(a, b):
-    """IoU of two integer xyxy boxes, rounded like torchvision's float32 NMS kernel."""
+def iou(a, b):
+    """IoU of two integer xyxy boxes (float64: exact enough to compare with a decimal threshold)."""
     inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
     area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
-    return float(torch.tensor(inter, dtype=torch.float32) / torch.tensor(area(a) + area(b) - inter, dtype=torch.float32))
+    return inter / (area(a) + area(b) - inter)
 
 
 def oracle_rois(m, valid, k, s_min, s_max, s_dist, expand_threshold, nms_threshold):
@@ -91,7 +97,7 @@ def oracle_rois(m, valid, k, s_min, s_max, s_dist, expand_threshold, nms_thresho
         rois.append((box, score, (c, r)))
     kept = []
     for roi in rois:
-        if all(iou_f32(roi[0], other[0]) <= nms_threshold for other in kept):
+        if all(iou(roi[0], other[0]) <= nms_threshold for other in kept):
             kept.append(roi)
     return kept
 
@@ -155,6 +161,28 @@ def test_results_do_not_depend_on_the_maps_scale(smoothing):
         got = propose_rois(m * factor, grid, **PARAMS, **smoothing)
         for a, b in zip(got, want):
             assert torch.equal(a, b)
+
+
+def handmade_roiset(boxes, device="cpu"):
+    boxes = torch.tensor([boxes], dtype=torch.float32, device=device)
+    k = boxes.shape[1]
+    return RoiSet(boxes=boxes, scores=torch.linspace(1, 0.5, k, device=device)[None],
+                  valid=torch.ones(1, k, dtype=torch.bool, device=device),
+                  cell_hw=torch.tensor([[20, 20]], device=device),
+                  anchors=torch.zeros(1, k, 2, dtype=torch.long, device=device))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_nms_keeps_an_iou_exactly_at_the_threshold(device):
+    # 6 x 6 and 4 x 4 overlapping in 3 x 4 cells: IoU = 12 / 40 = 0.3 exactly; the third box
+    # overlaps the first with IoU 16 / 36 > 0.3.
+    rois = handmade_roiset([[0, 0, 6, 6], [3, 2, 7, 6], [1, 1, 5, 5]], device)
+    kept = suppress_overlaps(rois, 0.3)
+    assert kept.valid[0].tolist() == [True, True, False]
+    assert kept.boxes[0, :2].tolist() == [[0, 0, 6, 6], [3, 2, 7, 6]] and (kept.boxes[0, 2] == 0).all()
+    assert kept.scores[0].tolist() == [1.0, 0.75, 0.0]
+    assert suppress_overlaps(rois, 0.29).valid[0].tolist() == [True, False, False]
 
 
 def test_candidates_hold_k_spread_anchors_and_nms_keeps_a_subset():

@@ -48,7 +48,8 @@ Readings of the paper we chose (it gives no code for this part):
   normalised relevance is ``>= expand_threshold * anchor score``; the first failing size stops
   the growth. A summed-area table (float64) gives every size's mean at once.
 * NMS suppresses a box whose IoU with a stronger kept box is ``> nms_threshold`` (torchvision's
-  convention); priority is the anchor rank, so ties in score keep the row-major order.
+  convention), an IoU exactly at the threshold (e.g. 12/40 at 0.3) is kept on CPU and GPU
+  alike; priority is the anchor rank, so ties in score keep the row-major order.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ from torchvision.ops import batched_nms
 CONSTANT_RTOL = 1e-5
 # Valid values below this fraction of a map's largest magnitude are flushed to zero.
 NEGLIGIBLE = 1e-30
+# Added to nms_threshold for torchvision: an IoU exactly at the threshold is kept on every
+# device (its CPU kernel compares the float32 IoU with the float64 threshold, its CUDA kernel
+# in float32, so 12/40 vs 0.3 went opposite ways), while every cell-box IoU above the threshold
+# still exceeds it (they differ from it by >= 1 / (10 * union) for a one-decimal threshold,
+# far more than this for sides up to ~200 cells).
+NMS_TIE_MARGIN = 1e-6
 # The Gaussian kernel reaches this many sigmas on each side of its centre.
 SMOOTH_RADIUS_SIGMAS = 3.0
 
@@ -362,7 +369,8 @@ def suppress_overlaps(rois: RoiSet, nms_threshold: float) -> RoiSet:
     # Strictly decreasing priorities: the (already score-sorted, tie-broken) rank order.
     priority = torch.arange(slots, 0, -1, device=device, dtype=torch.float32).repeat(batch)
     image = torch.arange(batch, device=device).repeat_interleave(slots)
-    kept = batched_nms(rois.boxes.flatten(0, 1)[candidates], priority[candidates], image[candidates], nms_threshold)
+    kept = batched_nms(rois.boxes.flatten(0, 1)[candidates], priority[candidates], image[candidates],
+                       nms_threshold + NMS_TIE_MARGIN)
     valid = torch.zeros(batch * slots, dtype=torch.bool, device=device)
     valid[candidates[kept]] = True
     valid = valid.view(batch, slots)
