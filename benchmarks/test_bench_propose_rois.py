@@ -4,8 +4,17 @@ downsampling by 2, s_max = 9), on the CPU and, when CUDA is available, the GPU. 
 GPU: B = 64 in under 1 ms.
 
 ``eager`` is :func:`propose_rois` as users call it (input checks, candidates, NMS);
-``compiled`` runs the pre-NMS part through ``torch.compile`` (CUDA graphs on the GPU) and then
-the same NMS (GPU only: compiling on the CPU takes ~30 s a shape). Run: ``python -m pytest benchmarks/test_bench_propose_rois.py``.
+``compiled`` runs the pre-NMS part through ``torch.compile`` (CUDA graphs) and then the same
+NMS, on the GPU only (compiling on the CPU takes ~30 s a shape).
+Run: ``python -m pytest benchmarks/test_bench_propose_rois.py``.
+
+Measured on one H100 (torch 2.11), median ms, B = 1 / 8 / 64:
+  eager     24x24: 12.4 / 8.0 / 8.4    114x57: 9.3 / 9.9 / 10.0  (launch-bound: k greedy rounds)
+  compiled  24x24:  2.2 / 1.7 / 2.0    114x57: 2.0 / 1.8 / 2.5
+For B = 64, 114x57: the compiled candidates take 0.40 ms, the input checks 0.56 ms and
+``suppress_overlaps`` (torchvision's ``batched_nms`` with its host round trips) 1.7 ms; a
+greedy NMS on the [B, K, K] IoU matrix inside the same CUDA graph brought everything but the
+checks to 0.43 ms (a prototype, not in the library).
 """
 
 import pytest
