@@ -18,6 +18,8 @@ _EXPORTS = {
     "Roi": "focus_modules.wrapper",
     "ModelAdapter": "focus_modules.adapters",
     "register_adapter": "focus_modules.adapters",
+    "RoiProposer": "focus_modules.modules.roi_proposer",
+    "RoiSet": "focus_modules.ops.propose_rois",
 }
 
 __all__ = sorted(_EXPORTS)
