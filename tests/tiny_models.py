@@ -61,17 +61,22 @@ def prompt_vocabulary(extra_words: Iterable[str] = ()) -> list[str]:
     return vocab
 
 
-def build_tokenizer(vocab: list[str]):
+def build_tokenizer(vocab: list[str], specials: Iterable[str] = SPECIAL_TOKENS, bos: str | None = "<s>",
+                    eos: str = "</s>", unk: str = "<unk>", pad: str = "<pad>"):
+    """A WordLevel tokenizer over ``specials`` then ``vocab`` (words of :data:`TOKEN_PATTERN`);
+    ``bos`` (if any) is prepended to every text, as Llama's tokenizer does (Qwen's does not)."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    ids = {token: i for i, token in enumerate(vocab)}
-    tok = Tokenizer(models.WordLevel(ids, unk_token="<unk>"))
+    specials = list(specials)
+    ids = {token: i for i, token in enumerate(specials + [w for w in vocab if w not in specials])}
+    tok = Tokenizer(models.WordLevel(ids, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(TOKEN_PATTERN), behavior="removed", invert=True)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", ids["<s>"])])
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, ids[bos])])
+    tok.add_special_tokens(specials)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token=unk, pad_token=pad,
         model_input_names=["input_ids", "attention_mask"],
     )
 
@@ -139,4 +144,149 @@ def build_tiny_llava(
         vision_feature_select_strategy=vision_feature_select_strategy, num_additional_image_tokens=1,
         chat_template=LLAVA_CHAT_TEMPLATE if chat_template else None,
     )
+    return model, processor
+
+
+# --- LLaVA-OneVision and Qwen2.5-VL ------------------------------------------------------------
+
+# The llava-hf/llava-onevision-qwen2-*-ov-hf chat template (images first, then the text).
+ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\n' + content['text'] }}"
+    "{% endfor %}{{'<|im_end|>'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# The Qwen/Qwen2.5-VL-*-Instruct chat template (contents in order; a default system turn).
+QWEN2_5_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_WORDS = "system user assistant You are helpful Picture im_start im_end"
+
+
+def _multi_image_words() -> str:
+    from focus_modules.adapters.multi_image import multi_image_preamble
+
+    return multi_image_preamble(1) + " " + multi_image_preamble(2)
+
+
+def build_tiny_onevision(
+    *,
+    tile_size: int = 48,
+    patch_size: int = 8,
+    max_tiles: int = 6,
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    seed: int = 0,
+):
+    """A random LLaVA-OneVision-architecture model (SigLIP tower + Qwen2 language model) and its
+    processor, laid out like llava-hf's ``llava-onevision-qwen2-*-ov-hf``: anyres tiles of
+    ``tile_size`` pixels on the pinpoints ``{1..max_tiles}^2 x tile_size`` (the 384-px model's
+    ``{1..6}^2 x 384``), ``(tile_size // patch_size)^2`` tokens per tile (6 x 6 by default, 27 x 27
+    in the real model), ``anyres_max_9`` (bilinear shrink above ~9 tiles' worth of tokens), one
+    newline token per local row, "full" feature selection.
+
+    Returns:
+        ``(model, processor)``: ``LlavaOnevisionForConditionalGeneration`` in eval mode (fp32,
+        sdpa) and ``LlavaOnevisionProcessor``.
+    """
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, Qwen2Config,
+                              SiglipVisionConfig)
+    from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+
+    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+    tokenizer = build_tokenizer(
+        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]), specials, bos=None, eos="<|im_end|>",
+        pad="<|endoftext|>", unk="<|endoftext|>")
+    vocab = tokenizer.get_vocab()
+    grid = tile_size // patch_size
+    pinpoints = [[tile_size * i, tile_size * j] for i in range(1, max_tiles + 1) for j in range(1, max_tiles + 1)]
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=tile_size, patch_size=patch_size)
+    text = Qwen2Config(
+        vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096, initializer_range=0.1, pad_token_id=vocab["<|endoftext|>"],
+        eos_token_id=vocab["<|im_end|>"],
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=vision, text_config=text, image_token_index=vocab["<image>"],
+        video_token_index=vocab["<video>"], image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full",
+        vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9",
+    )
+    config.pad_token_id = vocab["<|endoftext|>"]
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = vocab["<|endoftext|>"]
+    model.generation_config.eos_token_id = vocab["<|im_end|>"]
+    image_processor = LlavaOnevisionImageProcessor(size={"height": tile_size, "width": tile_size},
+                                                   image_grid_pinpoints=pinpoints)
+    processor = LlavaOnevisionProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=grid * grid, vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
+        chat_template=ONEVISION_CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def build_tiny_qwen2_5_vl(
+    *,
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    max_pixels: int = 28 * 28 * 64,
+    seed: int = 0,
+):
+    """A random Qwen2.5-VL-architecture model and its processor: 14-px patches merged 2 x 2 (a
+    token per 28 x 28 pixels of the resized image, as the real model), window attention in the
+    vision tower, M-RoPE in the language model; ``max_pixels`` small so the maps stay small.
+
+    Returns:
+        ``(model, processor)``: ``Qwen2_5_VLForConditionalGeneration`` in eval mode (fp32, sdpa)
+        and ``Qwen2_5_VLProcessor``.
+    """
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>")
+    tokenizer = build_tokenizer(
+        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]), specials, bos=None, eos="<|im_end|>",
+        pad="<|endoftext|>", unk="<|endoftext|>")
+    vocab = tokenizer.get_vocab()
+    head_dim = hidden_size // num_heads
+    config = Qwen2_5_VLConfig(
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=56, out_hidden_size=hidden_size,
+                           fullatt_block_indexes=[1]),
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+            max_position_embeddings=4096, initializer_range=0.1, pad_token_id=vocab["<|endoftext|>"],
+            eos_token_id=vocab["<|im_end|>"], bos_token_id=vocab["<|endoftext|>"],
+            rope_scaling={"type": "mrope", "mrope_section": [head_dim // 8, head_dim // 8, head_dim // 4]},
+        ),
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = vocab["<|endoftext|>"]
+    model.generation_config.eos_token_id = vocab["<|im_end|>"]
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=max_pixels)
+    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                    video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
     return model, processor

@@ -2,6 +2,7 @@
 
 >>> from focus_modules.adapters import adapter_for, register_adapter
 >>> adapter = adapter_for(model, processor)          # LlavaAdapter for LlavaForConditionalGeneration
+>>> adapter = adapter_for(model, processor, max_pixels=1024 * 28 * 28)  # options of the adapter
 >>> register_adapter("MyVlmForConditionalGeneration", MyAdapter)  # a family of your own
 """
 
@@ -11,6 +12,9 @@ from torch import nn
 
 from focus_modules.adapters.base import Batch, Encoding, FinalView, ModelAdapter, Selection
 from focus_modules.adapters.llava import LlavaAdapter
+from focus_modules.adapters.llava_onevision import LlavaOnevisionAdapter
+from focus_modules.adapters.multi_image import MultiImageAdapter
+from focus_modules.adapters.qwen2_5_vl import Qwen2_5_VLAdapter
 
 # model class name -> adapter class
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
@@ -36,11 +40,13 @@ def supported_models() -> dict[str, str]:
     return {name: cls.family for name, cls in sorted(_REGISTRY.items())}
 
 
-def adapter_for(model: nn.Module, processor) -> ModelAdapter:
-    """The registered adapter for ``model``'s class (or its nearest registered base class)."""
+def adapter_for(model: nn.Module, processor, **options) -> ModelAdapter:
+    """The registered adapter for ``model``'s class (or its nearest registered base class),
+    built with ``options`` (the adapter's own keyword arguments, e.g. Qwen2.5-VL's
+    ``max_pixels``)."""
     for cls in type(model).__mro__:
         if cls.__name__ in _REGISTRY:
-            return _REGISTRY[cls.__name__](model, processor)
+            return _REGISTRY[cls.__name__](model, processor, **options)
     supported = ", ".join(f"{name} ({family})" for name, family in supported_models().items())
     raise ValueError(
         f"no FOCUS adapter for {type(model).__name__}; supported model classes: {supported}. "
@@ -48,9 +54,10 @@ def adapter_for(model: nn.Module, processor) -> ModelAdapter:
     )
 
 
-for _cls in (LlavaAdapter,):
+for _cls in (LlavaAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter):
     for _name in _cls.model_classes:
         register_adapter(_name, _cls)
 
-__all__ = ["Batch", "Encoding", "FinalView", "LlavaAdapter", "ModelAdapter", "Selection", "adapter_for",
-           "register_adapter", "supported_models"]
+__all__ = ["Batch", "Encoding", "FinalView", "LlavaAdapter", "LlavaOnevisionAdapter", "ModelAdapter",
+           "MultiImageAdapter", "Qwen2_5_VLAdapter", "Selection", "adapter_for", "register_adapter",
+           "supported_models"]

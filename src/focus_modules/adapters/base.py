@@ -56,6 +56,8 @@ class Encoding:
         geometry: where the map's cells lie in the ORIGINAL image (``CellGeometry`` with
             fields of shape ``[2]``; the grid extends past the image where the model's view
             is padded).
+        token_inputs: other model inputs aligned with the tokens, ``[N]`` each (e.g.
+            Qwen2.5-VL's ``mm_token_type_ids``), left-padded with 0 by :meth:`ModelAdapter.collate`.
     """
 
     input_ids: Tensor
@@ -65,6 +67,7 @@ class Encoding:
     grid_hw: tuple[int, int] | None = None
     valid_cells: Tensor | None = None
     geometry: CellGeometry | None = None
+    token_inputs: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -192,8 +195,8 @@ class ModelAdapter(ABC):
 
     def collate(self, encodings: Sequence[Encoding]) -> Batch:
         """Left-pad ``input_ids`` (with :attr:`pad_token_id`) and build ``attention_mask``;
-        concatenate every other model input along dim 0; move to the model's device (floating
-        inputs to its dtype)."""
+        left-pad every ``token_inputs`` entry with 0; concatenate every other model input along
+        dim 0; move to the model's device (floating inputs to its dtype)."""
         if not encodings:
             raise ValueError("collate needs at least one encoding")
         length = max(e.input_ids.numel() for e in encodings)
@@ -206,6 +209,11 @@ class ModelAdapter(ABC):
             mask[row, offset:] = 1
             offsets.append(offset)
         inputs = {"input_ids": ids, "attention_mask": mask}
+        for key in encodings[0].token_inputs:
+            padded = torch.zeros((len(encodings), length), dtype=encodings[0].token_inputs[key].dtype)
+            for row, (enc, offset) in enumerate(zip(encodings, offsets)):
+                padded[row, offset:] = enc.token_inputs[key]
+            inputs[key] = padded
         for key in encodings[0].model_inputs:
             inputs[key] = torch.cat([e.model_inputs[key] for e in encodings], dim=0)
         device, dtype = self.device, self.dtype

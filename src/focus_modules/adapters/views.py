@@ -131,3 +131,17 @@ def paste_on_canvas(image: Image.Image, boxes: Sequence[Sequence[float]], fill: 
     for rect, position in zip(rects, placed):
         canvas.paste(image.crop(rect), position)
     return canvas
+
+
+def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], color: tuple[int, int, int],
+               width: int) -> Image.Image:
+    """A copy of ``image`` with each box outlined (``width`` pixels, drawn inside the box) —
+    the highlighted global view of a multi-image final prompt (A.5)."""
+    from PIL import ImageDraw
+
+    marked = image.copy()
+    draw = ImageDraw.Draw(marked)
+    for box in boxes:
+        x1, y1, x2, y2 = pixel_box(box, *image.size)
+        draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=color, width=width)
+    return marked
