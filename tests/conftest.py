@@ -17,3 +17,19 @@ def tiny_llava():
     from tiny_models import build_tiny_llava
 
     return build_tiny_llava()
+
+
+@pytest.fixture(scope="session")
+def tiny_onevision():
+    """``(model, processor)`` of a tiny random LLaVA-OneVision (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_onevision
+
+    return build_tiny_onevision()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_5_vl():
+    """``(model, processor)`` of a tiny random Qwen2.5-VL (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl()
