@@ -1,0 +1,100 @@
+"""FocusWrapper end to end on tiny random LLaVA-OneVision and Qwen2.5-VL models (CPU, offline)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from focus_modules import FocusConfig, FocusWrapper
+
+pytestmark = pytest.mark.slow
+
+N_STEPS = 2
+
+
+def make_images():
+    rng = np.random.default_rng(1)
+    noise = lambda h, w: rng.integers(0, 256, (h, w, 3), dtype=np.uint8)  # noqa: E731
+    return [
+        Image.fromarray(noise(90, 150)),  # landscape
+        Image.fromarray(noise(160, 70)),  # portrait
+        Image.fromarray(noise(40, 260)).convert("L"),  # very wide, grayscale
+        Image.fromarray(noise(24, 30)),  # smaller than a tile / the minimum view
+    ]
+
+
+QUESTIONS = [
+    "What is the color of the cat?",
+    "Is the red car on the left or right side of the white truck?",
+    "How many birds are there in the image?",
+    "What is the color of the cup?",
+]
+OPTIONS = [["red", "blue", "green", "yellow"], ["left", "right"], ["A", "B", "C", "D"], None]
+TARGETS = [["cat"], ["red car", "white truck"], ["all birds"], None]
+
+
+@pytest.fixture(scope="module", params=["llava-onevision", "qwen2.5-vl"])
+def wrapper(request, tiny_onevision, tiny_qwen2_5_vl):
+    model, processor = tiny_onevision if request.param == "llava-onevision" else tiny_qwen2_5_vl
+    config = FocusConfig.preset(request.param, n_steps=N_STEPS, layers=(2, 4))
+    return FocusWrapper(model, processor, config, max_new_tokens=4, target_max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def batched(wrapper):
+    return wrapper.answer(make_images(), QUESTIONS, OPTIONS, targets=TARGETS)
+
+
+def comparable(result):
+    return dataclasses.replace(result, timings={}, relevance_maps=[], map_extents=[], rois=[
+        [(tuple(round(v, 3) for v in r.box), r.confidence is None) for r in rois] for rois in result.rois])
+
+
+def test_batched_equals_one_at_a_time(wrapper, batched):
+    images = make_images()
+    single = [wrapper.answer([image], [q], [o], targets=[t])[0]
+              for image, q, o, t in zip(images, QUESTIONS, OPTIONS, TARGETS)]
+    for a, b in zip(batched, single):
+        assert comparable(a) == comparable(b)
+        for map_a, map_b in zip(a.relevance_maps, b.relevance_maps):
+            torch.testing.assert_close(map_a, map_b, rtol=1e-4, atol=1e-6)
+        for rois_a, rois_b in zip(a.rois, b.rois):
+            for ra, rb in zip(rois_a, rois_b):
+                assert ra.relevance == pytest.approx(rb.relevance, abs=1e-5)
+                if ra.confidence is not None:
+                    assert ra.confidence == pytest.approx(rb.confidence, abs=1e-4)
+
+
+def test_results_are_well_formed(wrapper, batched):
+    for image, result in zip(make_images(), batched):
+        width, height = image.size
+        assert isinstance(result.answer, str)
+        assert len(result.rois) == len(result.relevance_maps) == len(result.targets)
+        for rois, relevance in zip(result.rois, result.relevance_maps):
+            assert relevance.dim() == 2 and torch.isclose(relevance.sum(), torch.tensor(1.0), atol=1e-5)
+            assert rois, "every target gets proposals"
+            for roi in rois:
+                x1, y1, x2, y2 = roi.box
+                assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+        fp = result.forward_passes
+        assert fp["relevance"] == len(result.targets) and fp["answer"] == 1
+        if result.question_type == 1:
+            assert fp["verify"] >= min(N_STEPS, sum(map(len, result.rois)))
+        if result.final_view == "multi-image":
+            assert result.final_boxes
+        else:  # no ROI selected (type 2 with nothing above t_type2) or no target: the whole image
+            assert result.final_view == "image"
+    assert batched[0].final_view == "multi-image" and len(batched[0].final_boxes) == 1
+    assert batched[1].final_view == "multi-image" and len(batched[1].final_boxes) == 2
+    assert batched[2].question_type == 2
+
+
+def test_relevance_map_shape_follows_the_family(wrapper, batched):
+    adapter = wrapper.adapter
+    for image, result in zip(make_images(), batched):
+        if not result.targets:
+            continue
+        enc = adapter.encode_existence(image.convert("RGB"), result.targets[0])
+        assert tuple(result.relevance_maps[0].shape) == enc.grid_hw
