@@ -266,8 +266,9 @@ def test_registry_and_presets(family):
     assert FocusConfig.preset("qwen2.5-vl").layers == (14, 28)
     config = adapter.default_config()
     assert config.smooth_sigma is not None and config.downsample > 1
-    if expected is Qwen2_5_VLAdapter:  # the tiny model is 4 layers deep: its last 50 %
-        assert config.layers == (2, 4)
+    # the tiny models are 4 layers deep: the presets' share of last layers (50 % / 25 %)
+    assert config.layers == ((2, 4) if expected is Qwen2_5_VLAdapter else (3, 4))
+    assert type(adapter).preset_depth == 28
 
 
 def test_target_positions_decode_to_the_target(family):

@@ -9,6 +9,7 @@ and a call to :func:`focus_modules.adapters.register_adapter`.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -117,6 +118,9 @@ class ModelAdapter(ABC):
     family: ClassVar[str]
     #: Model class names this adapter serves (matched along the model's MRO).
     model_classes: ClassVar[tuple[str, ...]] = ()
+    #: Depth of the model the preset's layer range is for (``None``: use it as it is). A model
+    #: of another depth gets the same fraction of its own last layers (:meth:`default_config`).
+    preset_depth: ClassVar[int | None] = None
 
     def __init__(self, model: nn.Module, processor) -> None:
         self.model = model
@@ -134,8 +138,15 @@ class ModelAdapter(ABC):
         return len(self.decoder_layers())
 
     def default_config(self, dataset: str | None = None, n_steps: int = 8) -> FocusConfig:
-        """Table 7's hyper-parameters for this family (layer preset included)."""
-        return FocusConfig.preset(self.family, dataset=dataset, n_steps=n_steps)
+        """Table 7's hyper-parameters for this family (layer preset included). With
+        :attr:`preset_depth` set and a model of another depth, the preset's range ``(l, L)`` is
+        rescaled to ``(round(l * depth / preset_depth), depth)``: the same share of last layers."""
+        config = FocusConfig.preset(self.family, dataset=dataset, n_steps=n_steps)
+        depth = self.num_layers()
+        if self.preset_depth is None or depth == self.preset_depth:
+            return config
+        start = min(round(config.layers[0] * depth / self.preset_depth), depth - 1)
+        return dataclasses.replace(config, layers=(start, depth))
 
     @property
     def device(self) -> torch.device:

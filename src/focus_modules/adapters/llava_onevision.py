@@ -44,6 +44,7 @@ class LlavaOnevisionAdapter(MultiImageAdapter):
 
     family = "llava-onevision"
     model_classes = ("LlavaOnevisionForConditionalGeneration",)
+    preset_depth = 28  # Table 7's (21, 28) is for OneVision-7B (Qwen2-7B, 28 layers): its last 25 %
 
     def __init__(self, model, processor) -> None:
         super().__init__(model, processor)

@@ -132,12 +132,13 @@ class MultiImageAdapter(ModelAdapter):
             if text_start < 0:
                 raise ValueError(f"the chat template changed the user text {text!r}: {prompt!r}")
             start, end = text_start + span[0], text_start + span[1]
-            shift = image_positions.numel() - 1
-            positions = [i + shift if i > placeholders[0] else i
-                         for i in self.token_positions(plain["offset_mapping"], start, end)]
-            if not positions or [int(ids[p]) for p in positions] != [
-                    plain_ids[i] for i in self.token_positions(plain["offset_mapping"], start, end)]:
+            covering = self.token_positions(plain["offset_mapping"], start, end)
+            if not covering:
                 raise ValueError(f"no token covers {prompt[start:end]!r} in {prompt!r}")
+            shift = image_positions.numel() - 1
+            positions = [i + shift if i > placeholders[0] else i for i in covering]
+            if [int(ids[p]) for p in positions] != [plain_ids[i] for i in covering]:
+                raise ValueError(f"the processor's tokens differ from the tokenizer's around {prompt[start:end]!r}")
         return Encoding(ids, model_inputs, token_inputs=token_inputs), image_positions, positions
 
     def encode_text(self, text: str) -> Encoding:

@@ -15,8 +15,7 @@ behave the same on every transformers version; by default they are the processor
 
 Layer preset: ``FocusConfig.preset("qwen2.5-vl")`` reads layers ``(14, 28)``, the last 50 % of
 Qwen2.5-VL-7B's 28 layers, inside the paper's "last 25-60 %" advice (A.3). For other depths
-(3B: 36, 72B: 80) :meth:`Qwen2_5_VLAdapter.default_config` takes the last 50 % of the model's
-own layers.
+(3B: 36, 72B: 80) the adapter's ``default_config`` takes the last 50 % of the model's own layers.
 """
 
 from __future__ import annotations
@@ -26,12 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from focus_modules.adapters.multi_image import LocalGrid, MultiImageAdapter
-from focus_modules.config import FocusConfig
 from focus_modules.ops.boxes import CellGeometry
-
-# Qwen2.5-VL-7B's depth, the model FocusConfig.preset("qwen2.5-vl")'s layers are for.
-PRESET_DEPTH = 28
-
 
 class Qwen2_5_VLAdapter(MultiImageAdapter):
     """Qwen2.5-VL: map over all image tokens on the ``(H'/28) x (W'/28)`` merged grid.
@@ -44,6 +38,7 @@ class Qwen2_5_VLAdapter(MultiImageAdapter):
 
     family = "qwen2.5-vl"
     model_classes = ("Qwen2_5_VLForConditionalGeneration",)
+    preset_depth = 28  # Qwen2.5-VL-7B: layers (14, 28) are its last 50 %
 
     def __init__(self, model, processor, max_pixels: int | None = None, min_pixels: int | None = None) -> None:
         super().__init__(model, processor)
@@ -58,13 +53,6 @@ class Qwen2_5_VLAdapter(MultiImageAdapter):
                               or size.get("longest_edge") or size["max_pixels"])
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
-
-    def default_config(self, dataset: str | None = None, n_steps: int = 8) -> FocusConfig:
-        config = super().default_config(dataset, n_steps)
-        depth = self.num_layers()
-        if depth == PRESET_DEPTH:
-            return config
-        return FocusConfig.preset(self.family, dataset=dataset, n_steps=n_steps, layers=(depth // 2, depth))
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """``(W', H')`` of the model's view (the processor's ``smart_resize``)."""
