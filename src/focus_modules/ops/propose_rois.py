@@ -271,7 +271,8 @@ def smooth(planes: Tensor, grid_hw: Tensor, sigma: float) -> Tensor:
 def disc_cells(s_dist: float) -> int:
     """Number of lattice cells at Euclidean distance ``< s_dist`` from a cell (itself included)."""
     reach = math.ceil(s_dist)
-    return sum(dy * dy + dx * dx < s_dist * s_dist for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1))
+    offsets = range(-reach, reach + 1)
+    return sum(dy * dy + dx * dx < s_dist * s_dist for dy in offsets for dx in offsets)
 
 
 def select_anchors(relevance: Tensor, valid: Tensor, k: int, s_dist: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -408,7 +409,9 @@ def check_roi_inputs(
     if min(batch, h_max, w_max) == 0:
         raise ValueError(f"maps has an empty dimension: {tuple(maps.shape)}")
     if grid_hw.shape != (batch, 2) or grid_hw.is_floating_point() or grid_hw.dtype == torch.bool:
-        raise ValueError(f"grid_hw must be an integer tensor [B={batch}, 2], got {grid_hw.dtype} {tuple(grid_hw.shape)}")
+        raise ValueError(
+            f"grid_hw must be an integer tensor [B={batch}, 2], got {grid_hw.dtype} {tuple(grid_hw.shape)}"
+        )
     if valid_mask is not None:
         if valid_mask.shape != maps.shape or valid_mask.dtype != torch.bool:
             raise ValueError(
