@@ -69,10 +69,10 @@ CONSTANT_RTOL = 1e-5
 # Valid values below this fraction of a map's largest magnitude are flushed to zero.
 NEGLIGIBLE = 1e-30
 # Added to nms_threshold for torchvision: an IoU exactly at the threshold is kept on every
-# device (its CPU kernel compares the float32 IoU with the float64 threshold, its CUDA kernel
-# in float32, so 12/40 vs 0.3 went opposite ways), while every cell-box IoU above the threshold
-# still exceeds it (they differ from it by >= 1 / (10 * union) for a one-decimal threshold,
-# far more than this for sides up to ~200 cells).
+# device (its CPU kernel compares the float32 IoU with the float64 threshold and suppresses
+# 12/40 at 0.3, its CUDA kernel compares with a float32 threshold and keeps it), while every
+# cell-box IoU above the threshold still exceeds it (they differ from it by >= 1 / (10 * union)
+# for a one-decimal threshold, far more than this for sides up to ~200 cells).
 NMS_TIE_MARGIN = 1e-6
 # The Gaussian kernel reaches this many sigmas on each side of its centre.
 SMOOTH_RADIUS_SIGMAS = 3.0
