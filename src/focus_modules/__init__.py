@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "FocusConfig": "focus_modules.config",
     "RelevanceMap": "focus_modules.modules.relevance_map",
+    "RoiProposer": "focus_modules.modules.roi_proposer",
+    "RoiSet": "focus_modules.ops.propose_rois",
 }
 
 __all__ = sorted(_EXPORTS)
