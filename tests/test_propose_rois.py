@@ -232,7 +232,9 @@ def test_matches_cell_by_cell_oracle(seed):
         assert torch.allclose(rois.scores[b, :n], torch.tensor([e[1] for e in expected]))
 
 
-@pytest.mark.parametrize("smoothing", [dict(), dict(smooth_sigma=1.0, downsample=2), dict(smooth_sigma=1.5, downsample=3)])
+@pytest.mark.parametrize(
+    "smoothing", [dict(), dict(smooth_sigma=1.0, downsample=2), dict(smooth_sigma=1.5, downsample=3)]
+)
 def test_batch_of_different_sizes_equals_each_map_alone(smoothing):
     maps = [
         blob_map(24, 24, [(5, 17), (18, 4)], [1.0, 0.5], seed=1),

@@ -47,7 +47,7 @@ def config():
 @pytest.fixture(scope="module")
 def wrapper(tiny_llava, config):
     model, processor = tiny_llava
-    return FocusWrapper(model, processor, config, max_new_tokens=6)
+    return FocusWrapper(model, processor, config, max_new_tokens=4, target_max_new_tokens=8)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,11 @@ import torch
 from torch import Tensor
 
 
-def _pairs(values: Tensor | Sequence[Sequence[float]], name: str) -> Tensor:
+# (x, y) / (w, h) / (h, w) pairs: a [..., 2] tensor or nested sequences like [[640, 480], ...].
+Pairs = Tensor | Sequence[Sequence[float]]
+
+
+def _pairs(values: Pairs, name: str) -> Tensor:
     pairs = torch.as_tensor(values, dtype=torch.float64)
     if pairs.dim() == 0 or pairs.shape[-1] != 2:
         raise ValueError(f"{name} must have shape [..., 2], got {tuple(pairs.shape)}")
@@ -46,9 +50,7 @@ class CellGeometry(NamedTuple):
     image_size: Tensor
 
     @classmethod
-    def stretched(
-        cls, image_size: Tensor | Sequence[Sequence[float]], grid_hw: Tensor | Sequence[Sequence[int]], downsample: int = 1
-    ) -> CellGeometry:
+    def stretched(cls, image_size: Pairs, grid_hw: Pairs, downsample: int = 1) -> CellGeometry:
         """The grid covers the whole image, each axis scaled on its own (e.g. Qwen2.5-VL's
         resize to a multiple of the patch size; LLaVA-OneVision's unpadded local grid).
 
@@ -64,9 +66,7 @@ class CellGeometry(NamedTuple):
         return cls(torch.zeros_like(image_size), image_size / grid_wh * downsample, image_size)
 
     @classmethod
-    def padded_square(
-        cls, image_size: Tensor | Sequence[Sequence[float]], grid_hw: Tensor | Sequence[Sequence[int]], downsample: int = 1
-    ) -> CellGeometry:
+    def padded_square(cls, image_size: Pairs, grid_hw: Pairs, downsample: int = 1) -> CellGeometry:
         """The image is centred in a square of side ``max(width, height)``, pasted at
         ``((side - width) // 2, (side - height) // 2)`` (LLaVA's ``expand2square``), and the
         grid covers the square. Arguments as in :meth:`stretched`."""

@@ -69,10 +69,10 @@ CONSTANT_RTOL = 1e-5
 # Valid values below this fraction of a map's largest magnitude are flushed to zero.
 NEGLIGIBLE = 1e-30
 # Added to nms_threshold for torchvision: an IoU exactly at the threshold is kept on every
-# device (its CPU kernel compares the float32 IoU with the float64 threshold, its CUDA kernel
-# in float32, so 12/40 vs 0.3 went opposite ways), while every cell-box IoU above the threshold
-# still exceeds it (they differ from it by >= 1 / (10 * union) for a one-decimal threshold,
-# far more than this for sides up to ~200 cells).
+# device (its CPU kernel compares the float32 IoU with the float64 threshold and suppresses
+# 12/40 at 0.3, its CUDA kernel compares with a float32 threshold and keeps it), while every
+# cell-box IoU above the threshold still exceeds it (they differ from it by >= 1 / (10 * union)
+# for a one-decimal threshold, far more than this for sides up to ~200 cells).
 NMS_TIE_MARGIN = 1e-6
 # The Gaussian kernel reaches this many sigmas on each side of its centre.
 SMOOTH_RADIUS_SIGMAS = 3.0
@@ -271,7 +271,8 @@ def smooth(planes: Tensor, grid_hw: Tensor, sigma: float) -> Tensor:
 def disc_cells(s_dist: float) -> int:
     """Number of lattice cells at Euclidean distance ``< s_dist`` from a cell (itself included)."""
     reach = math.ceil(s_dist)
-    return sum(dy * dy + dx * dx < s_dist * s_dist for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1))
+    offsets = range(-reach, reach + 1)
+    return sum(dy * dy + dx * dx < s_dist * s_dist for dy in offsets for dx in offsets)
 
 
 def select_anchors(relevance: Tensor, valid: Tensor, k: int, s_dist: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -408,7 +409,9 @@ def check_roi_inputs(
     if min(batch, h_max, w_max) == 0:
         raise ValueError(f"maps has an empty dimension: {tuple(maps.shape)}")
     if grid_hw.shape != (batch, 2) or grid_hw.is_floating_point() or grid_hw.dtype == torch.bool:
-        raise ValueError(f"grid_hw must be an integer tensor [B={batch}, 2], got {grid_hw.dtype} {tuple(grid_hw.shape)}")
+        raise ValueError(
+            f"grid_hw must be an integer tensor [B={batch}, 2], got {grid_hw.dtype} {tuple(grid_hw.shape)}"
+        )
     if valid_mask is not None:
         if valid_mask.shape != maps.shape or valid_mask.dtype != torch.bool:
             raise ValueError(
