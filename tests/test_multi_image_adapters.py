@@ -291,6 +291,12 @@ def test_multi_image_final_prompt_builds_and_runs(family):
     question, options = "What is the color of the car?", ["red", "blue"]
     enc = adapter.encode_answer(view, question, options)
     text = processor.tokenizer.decode(enc.input_ids)
+    image_tokens = int((enc.input_ids == adapter.image_token_id).sum())
+    if isinstance(adapter, Qwen2_5_VLAdapter):
+        assert image_tokens == int(enc.model_inputs["image_grid_thw"].prod(-1).sum()) // 4
+    else:  # the model's multi-image mode: one global view (a x a tokens + newline) per image
+        assert enc.model_inputs["batch_num_images"].tolist() == [3]
+        assert image_tokens == 3 * (adapter.tokens_per_side**2 + 1)
     assert multi_image_preamble(2).split(";")[0].replace(" ", "") in text.replace(" ", "")
     # one image block per image; the batch also holds a single-image prompt
     single = adapter.encode_answer(adapter.final_view(image, Selection(1, [[]]), adapter.default_config()),

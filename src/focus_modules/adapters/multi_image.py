@@ -108,7 +108,9 @@ class MultiImageAdapter(ModelAdapter):
         split into per-prompt and per-token ones), the positions of the image tokens, and the
         positions of the tokens covering ``span`` (character offsets in ``text``)."""
         prompt = self.render_chat(text, len(images))
-        out = self.processor(text=[prompt], images=list(images) or None, return_tensors="pt",
+        # images nested per prompt: OneVision's processor then encodes a multi-image prompt in
+        # the model's multi-image mode (one padded-square view per image, as in its training)
+        out = self.processor(text=[prompt], images=[list(images)] if images else None, return_tensors="pt",
                              **(self.processor_kwargs() if images else {}))
         ids = out["input_ids"][0]
         length = ids.numel()
