@@ -51,9 +51,13 @@ class LlavaOnevisionAdapter(MultiImageAdapter):
         config = model.config
         vision = config.vision_config
         if vision.image_size % vision.patch_size:
-            raise ValueError(f"vision image_size {vision.image_size} is not a multiple of patch_size {vision.patch_size}")
+            raise ValueError(
+                f"vision image_size {vision.image_size} is not a multiple of patch_size {vision.patch_size}"
+            )
         if getattr(config, "vision_feature_select_strategy", "full") != "full":
-            raise ValueError("LLaVA-OneVision adapter expects vision_feature_select_strategy='full' (SigLIP has no CLS)")
+            raise ValueError(
+                "the LLaVA-OneVision adapter expects vision_feature_select_strategy='full' (SigLIP has no CLS)"
+            )
         self.tile_size = vision.image_size
         self.tokens_per_side = vision.image_size // vision.patch_size
         self.pinpoints = [tuple(p) for p in config.image_grid_pinpoints]
@@ -68,6 +72,13 @@ class LlavaOnevisionAdapter(MultiImageAdapter):
         width, height = image.size
         a, tile = self.tokens_per_side, self.tile_size
         best_h, best_w = select_best_resolution((height, width), self.pinpoints)
+        tiles = model_inputs["pixel_values"].shape[1]  # zero tiles pad a batch, not one image
+        expected_tiles = (best_h // tile) * (best_w // tile) + 1
+        if model_inputs["image_sizes"][0].tolist() != [height, width] or tiles != expected_tiles:
+            raise ValueError(
+                f"the processor's view of a {width}x{height} image ({tiles} tiles, image_sizes "
+                f"{model_inputs['image_sizes'][0].tolist()}) is not the pinpoint {best_w}x{best_h} + global view"
+            )
         rows, cols = best_h // tile * a, best_w // tile * a  # the local map before unpadding
         # unpad_image: remove the rows (or columns) that show only the canvas' padding
         if width / height > cols / rows:
