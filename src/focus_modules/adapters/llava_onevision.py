@@ -23,6 +23,7 @@ processor encodes every image as one padded-square global view (its multi-image 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -116,7 +117,7 @@ class LlavaOnevisionAdapter(MultiImageAdapter):
             for enc in encodings:
                 pixels = enc.model_inputs[key]
                 extra = pixels.new_zeros((pixels.shape[0], tiles - pixels.shape[1], *pixels.shape[2:]))
-                padded.append(Encoding(enc.input_ids, {**enc.model_inputs, key: torch.cat([pixels, extra], 1)},
-                                       token_inputs=enc.token_inputs))
+                padded.append(dataclasses.replace(enc, model_inputs={**enc.model_inputs,
+                                                                     key: torch.cat([pixels, extra], 1)}))
             encodings = padded
         return super().collate(encodings)
