@@ -3,7 +3,9 @@
 ``build_tiny_llava()`` returns a ``LlavaForConditionalGeneration`` (CLIP vision tower + Llama
 language model, LLaVA-1.5 architecture) with random weights and its ``LlavaProcessor``: a
 ``tokenizers`` WordLevel tokenizer whose vocabulary covers every prompt of the LLaVA adapter,
-a ``CLIPImageProcessor`` and the llava-hf chat template.
+a ``CLIPImageProcessor`` and the llava-hf chat template. ``build_tiny_onevision()`` (SigLIP +
+Qwen2, anyres tiles, llava-hf layout) and ``build_tiny_qwen2_5_vl()`` do the same for
+LLaVA-OneVision and Qwen2.5-VL, with their own processors (torchvision needed) and chat templates.
 """
 
 from __future__ import annotations
