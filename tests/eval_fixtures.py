@@ -41,9 +41,12 @@ VSTAR_ITEMS = [
 ]
 
 
-def make_vstar(root: Path, corrupt: str | None = "sa_10") -> Path:
-    """A V*Bench folder with the items above; ``corrupt`` names the item whose JPEG is broken."""
-    for folder, name, question, options, bbox, (w, h) in VSTAR_ITEMS:
+def make_vstar(root: Path, corrupt: str | None = "sa_10", extra: int = 0) -> Path:
+    """A V*Bench folder with the items above plus ``extra`` more attribute questions;
+    ``corrupt`` names the item whose JPEG is broken."""
+    more = [("direct_attributes", f"sa_{1000 + i}", f"What is the color of object {i}?",
+             ["red", "blue", "green", "a very long option text"], [[1, 1, 5, 5]], (32, 24)) for i in range(extra)]
+    for folder, name, question, options, bbox, (w, h) in VSTAR_ITEMS + more:
         (root / folder).mkdir(parents=True, exist_ok=True)
         meta = {"target_object": ["thing"] * len(bbox), "bbox": bbox, "question": question, "options": options}
         (root / folder / f"{name}.json").write_text(json.dumps(meta))
