@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "FocusConfig": "focus_modules.config",
     "RelevanceMap": "focus_modules.modules.relevance_map",
+    "load_dataset": "focus_modules.eval",
+    "run_eval": "focus_modules.eval",
 }
 
 __all__ = sorted(_EXPORTS)
