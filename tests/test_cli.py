@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 import pytest
-from eval_fixtures import FakeAnswerer, FakeResult, FakeRoi, make_vstar
+from eval_fixtures import FakeAnswerer, FakeResult, FakeRoi, make_mme, make_vstar
 from PIL import Image
 
 from focus_modules import FocusConfig, cli
@@ -52,6 +52,18 @@ def test_eval_command_writes_rows_and_summary(tmp_path, monkeypatch, capsys):
     assert summary["run"]["model"] == "some/model" and summary["run"]["limit"] == 3
     printed = capsys.readouterr().out
     assert "vstar / focus: accuracy" in printed and "on 3 of 3 questions, 1 errors" in printed
+
+
+def test_eval_command_on_mme_reports_subsets(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "build_answerer", _fake_build([]))
+    out = tmp_path / "mme.jsonl"
+    assert cli.main(["eval", "--model", "m", "--dataset", "mme-rw-lite", "--data", str(make_mme(tmp_path / "d", "json")),
+                     "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "mme.summary.json").read_text())
+    assert set(summary["per_group"]["subset"]) == {"Perception", "Reasoning"}
+    assert summary["errors"] == 1 and summary["n"] == 3
+    printed = capsys.readouterr().out
+    assert "Perception " in printed and "Reasoning " in printed
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, monkeypatch, capsys):

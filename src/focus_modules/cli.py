@@ -255,6 +255,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"(lenient {pct(summary['accuracy_lenient'])}) on {summary['n']} of {summary['n_questions']} questions, "
         f"{summary['errors']} errors",
         "  " + ", ".join(f"{name} {pct(v['accuracy'])}" for name, v in summary["per_category"].items()),
+        *("  " + ", ".join(f"{value} {pct(v['accuracy'])}" for value, v in values.items())
+          for name, values in summary["per_group"].items() if name != "cycle"),
         f"  search FPs {num(summary['fp_search_mean'])}/question, {num(summary['seconds_mean'], ' s')}/question"
         + (f", peak GPU memory {summary['peak_gpu_memory_gb']:.2f} GiB" if summary["peak_gpu_memory_gb"] else ""),
     ]

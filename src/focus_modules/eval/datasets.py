@@ -131,7 +131,7 @@ def read_vstar(root: str | Path, seed: int = 0) -> list[Question]:
     )
     if not root.is_dir():
         raise FileNotFoundError(f"V*Bench folder {root} does not exist; {layout}")
-    folders = [p for p in root.iterdir() if p.is_dir() and any(p.glob("*.json"))]
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and any(p.glob("*.json"))]
     known = list(VSTAR_CATEGORIES)
     folders.sort(key=lambda p: (known.index(p.name) if p.name in known else len(known), p.name))
     if not folders:
