@@ -142,7 +142,8 @@ def build_answerer(model_id: str, dtype: str, device: str, attn_implementation: 
     from focus_modules.wrapper import FocusWrapper
 
     model, processor = load_model(model_id, dtype, device, attn_implementation)
-    config = FocusConfig.preset(adapter_for(model).family, dataset=dataset, n_steps=n_steps, **overrides)
+    family = adapter_for(model, processor).family
+    config = FocusConfig.preset(family, dataset=dataset, n_steps=n_steps, **overrides)
     return FocusWrapper(model, processor, config), config
 
 
