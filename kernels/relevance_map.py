@@ -2,14 +2,16 @@
 
 Two launches, no N x N matrix:
 
-1. ``_similarity_rows_kernel``, grid ``(B * L, cdiv(N, BLOCK_N))``: each program reads one
+1. ``_similarity_rows_kernel``, grid ``(cdiv(N, BLOCK_N), B * L)``: each program reads one
    tile of one layer's value vectors exactly once (all heads), L2-normalises them per head,
    and for every target token of the prompt forms the residual similarity row
    ``r[t, j] = (sum_h cos(v[t, h], v[j, h]) + [j == t]) / 2`` (zero on padding tokens). It writes
    the rows (``[B, L, S, N]`` fp32, a few hundred KB) and each tile's partial row sums.
-2. ``_rollout_consensus_kernel``, grid ``(B,)``: per prompt, divides each row by its full sum,
-   gathers the visual columns and sums them over layers (rollout), normalises per target
-   token, then multiplies across target tokens, renormalising after every multiplication.
+2. ``_rollout_consensus_kernel``, grid ``(B, cdiv(V, BLOCK_V))``: each program divides the rows
+   by their full sums, gathers its block of visual columns and sums them over layers
+   (rollout), and adds its block's per-target sums to a per-prompt total. The last program of
+   a prompt to finish (an acq_rel counter) normalises per target token and multiplies across
+   target tokens, renormalising after every multiplication (consensus).
 
 Row sums are exact: every real token of the sequence contributes, as in Fig. 7's
 ``X /= X.sum(-1)``. Values are read in their own dtype (fp32/fp16/bf16) and all math is fp32.
@@ -31,6 +33,13 @@ from focus_modules.ops.relevance_map import DENOMINATOR_EPS, NORM_EPS, relevance
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
+# Tile sizes, measured on an H100 (benchmarks/tune_relevance_kernel.py).
+BLOCK_N = 32  # tokens per program of the first kernel
+BLOCK_V = 512  # visual tokens per program of the second kernel
+TAIL_BLOCK = 8192  # visual tokens per step of the consensus tail
+ROWS_WARPS = 8
+ROLLOUT_WARPS = 8
+
 
 @triton.jit
 def _guard(x, eps: tl.constexpr):
@@ -39,15 +48,26 @@ def _guard(x, eps: tl.constexpr):
 
 
 @triton.jit
+def _target_row(head_ptr, target_ptr, b, num_targets, s, offs_d, d_ok, stride_vn, stride_vd, NORM_EPS: tl.constexpr):
+    """Unit-norm value row [1, D] of target slot ``s`` in one head; zeros for padding."""
+    pos = tl.load(target_ptr + b * num_targets + s, mask=s < num_targets, other=-1)
+    # [1, D] rather than [D]: its reduction stays inside a warp, like the tile's rows.
+    t = tl.load(head_ptr + tl.maximum(pos, 0).to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
+                mask=d_ok[None, :] & (pos >= 0), other=0.0).to(tl.float32)
+    return t * (1.0 / tl.maximum(tl.sqrt(tl.sum(t * t, axis=1)), NORM_EPS))[:, None]
+
+
+@triton.jit
 def _similarity_rows_kernel(
-    values_ptr, target_ptr, mask_ptr, rows_ptr, partial_ptr,
+    values_ptr, target_ptr, mask_ptr, rows_ptr, partial_ptr, target_sum_ptr, done_ptr,
     num_layers, seq_len, num_heads, head_dim, num_targets, num_chunks,
     stride_vb, stride_vl, stride_vn, stride_vh, stride_vd,
     HAS_MASK: tl.constexpr, S_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     NORM_EPS: tl.constexpr,
 ):
-    pid_bl = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    # Chunks vary fastest so that neighbouring programs stream neighbouring memory.
+    pid_n = tl.program_id(0)
+    pid_bl = tl.program_id(1)
     b = pid_bl // num_layers
     layer = pid_bl % num_layers
 
@@ -59,99 +79,108 @@ def _similarity_rows_kernel(
     s_ok = offs_s < num_targets
     target_pos = tl.load(target_ptr + b * num_targets + offs_s, mask=s_ok, other=-1)
 
+    if (pid_n == 0) & (layer == 0):
+        # Reset the second kernel's per-prompt accumulators (no separate memset launch).
+        tl.store(target_sum_ptr + b * S_BLOCK + offs_s, tl.zeros([S_BLOCK], dtype=tl.float32))
+        tl.store(done_ptr + b, 0)
+
     base = values_ptr + b.to(tl.int64) * stride_vb + layer.to(tl.int64) * stride_vl
     tile_ptrs = base + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd
-    tile_mask = n_ok[:, None] & d_ok[None, :]
 
-    sim = tl.zeros([S_BLOCK, BLOCK_N], dtype=tl.float32)
+    tile_mask = n_ok[:, None] & d_ok[None, :]
+    sim = tl.zeros([BLOCK_N, S_BLOCK], dtype=tl.float32)
     for h in range(num_heads):
         x = tl.load(tile_ptrs + h * stride_vh, mask=tile_mask, other=0.0).to(tl.float32)
-        inv_norm = 1.0 / tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), NORM_EPS)  # [BLOCK_N]
+        inv_x = 1.0 / tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), NORM_EPS)  # [BLOCK_N]
+        # S is a few target tokens: one multiply-reduce per target beats a tensor-core dot padded
+        # to 16 rows (whose operand staging through shared memory halved the bandwidth) and
+        # beats per-target [BLOCK_N, D] accumulators reduced once (register pressure).
         for s in tl.static_range(S_BLOCK):
-            # Target rows are few and hot in cache; reloading them beats holding S x D registers.
-            pos = tl.load(target_ptr + b * num_targets + s, mask=s < num_targets, other=-1)
-            t = tl.load(base + tl.maximum(pos, 0).to(tl.int64) * stride_vn + h * stride_vh + offs_d * stride_vd,
-                        mask=d_ok & (pos >= 0), other=0.0).to(tl.float32)
-            t = t / tl.maximum(tl.sqrt(tl.sum(t * t, axis=0)), NORM_EPS)
-            cos = tl.sum(x * t[None, :], axis=1) * inv_norm  # [BLOCK_N]
-            sim = tl.where(offs_s[:, None] == s, sim + cos[None, :], sim)
+            if s < num_targets:
+                t_hat = _target_row(base + h * stride_vh, target_ptr, b, num_targets, s, offs_d, d_ok, stride_vn,
+                                    stride_vd, NORM_EPS)
+                cos = tl.sum(x * t_hat, axis=1) * inv_x  # [BLOCK_N]
+                sim = tl.where(offs_s[None, :] == s, sim + cos[:, None], sim)
 
     if HAS_MASK:
         real = tl.load(mask_ptr + b * seq_len + offs_n, mask=n_ok, other=0) != 0
     else:
         real = n_ok
-    identity = offs_n[None, :] == target_pos[:, None]
+    identity = offs_n[:, None] == target_pos[None, :]
     residual = (sim + identity.to(tl.float32)) * 0.5
-    residual = tl.where(real[None, :] & n_ok[None, :], residual, 0.0)
+    residual = tl.where(real[:, None] & n_ok[:, None], residual, 0.0)
 
     row = (b * num_layers + layer) * num_targets + offs_s  # [S_BLOCK]
-    tl.store(rows_ptr + row[:, None].to(tl.int64) * seq_len + offs_n[None, :], residual,
-             mask=s_ok[:, None] & n_ok[None, :])
-    tl.store(partial_ptr + row * num_chunks + pid_n, tl.sum(residual, axis=1), mask=s_ok)
+    tl.store(rows_ptr + row[None, :].to(tl.int64) * seq_len + offs_n[:, None], residual,
+             mask=s_ok[None, :] & n_ok[:, None])
+    tl.store(partial_ptr + row * num_chunks + pid_n, tl.sum(residual, axis=0), mask=s_ok)
 
 
 @triton.jit
 def _rollout_consensus_kernel(
-    rows_ptr, partial_ptr, target_ptr, visual_ptr, rollout_ptr, out_ptr,
+    rows_ptr, partial_ptr, target_ptr, visual_ptr, rollout_ptr, target_sum_ptr, done_ptr, out_ptr,
     num_layers, seq_len, num_targets, num_visual, num_chunks,
-    S_BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr, EPS: tl.constexpr,
+    S_BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr, TAIL_BLOCK: tl.constexpr,
+    EPS: tl.constexpr,
 ):
     b = tl.program_id(0)
+    pid_v = tl.program_id(1)
     offs_s = tl.arange(0, S_BLOCK)
     s_ok = offs_s < num_targets
     target_pos = tl.load(target_ptr + b * num_targets + offs_s, mask=s_ok, other=-1)
     t_ok = s_ok & (target_pos >= 0)
 
-    # Pass 1: rollout[t, v] = sum over layers of r[l, t, visual[v]] / rowsum[l, t].
-    target_sum = tl.zeros([S_BLOCK], dtype=tl.float32)
-    for v0 in range(0, num_visual, BLOCK_V):
-        offs_v = v0 + tl.arange(0, BLOCK_V)
-        in_v = offs_v < num_visual
-        visual_pos = tl.load(visual_ptr + b * num_visual + offs_v, mask=in_v, other=-1)
-        v_ok = visual_pos >= 0
-        acc = tl.zeros([S_BLOCK, BLOCK_V], dtype=tl.float32)
-        for layer in range(num_layers):
-            row = (b * num_layers + layer) * num_targets + offs_s
-            row_sum = tl.zeros([S_BLOCK], dtype=tl.float32)
-            for c0 in range(0, num_chunks, BLOCK_C):
-                offs_c = c0 + tl.arange(0, BLOCK_C)
-                part = tl.load(partial_ptr + row[:, None] * num_chunks + offs_c[None, :],
-                               mask=s_ok[:, None] & (offs_c[None, :] < num_chunks), other=0.0)
-                row_sum += tl.sum(part, axis=1)
-            r = tl.load(rows_ptr + row[:, None].to(tl.int64) * seq_len + tl.maximum(visual_pos, 0)[None, :],
-                        mask=t_ok[:, None] & v_ok[None, :], other=0.0)
-            acc += r / _guard(row_sum, EPS)[:, None]
-        tl.store(rollout_ptr + (b * S_BLOCK + offs_s[:, None]) * num_visual + offs_v[None, :], acc,
-                 mask=in_v[None, :])
-        target_sum += tl.sum(acc, axis=1)
-    target_sum = _guard(target_sum, EPS)
-    tl.debug_barrier()  # pass 2 reads what other threads of this program wrote in pass 1
+    # Rollout of this block of visual tokens: sum over layers of r[l, t, visual[v]] / rowsum[l, t].
+    offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+    in_v = offs_v < num_visual
+    visual_pos = tl.load(visual_ptr + b * num_visual + offs_v, mask=in_v, other=-1)
+    v_ok = visual_pos >= 0
+    acc = tl.zeros([S_BLOCK, BLOCK_V], dtype=tl.float32)
+    for layer in range(num_layers):
+        row = (b * num_layers + layer) * num_targets + offs_s
+        parts = tl.zeros([S_BLOCK, BLOCK_C], dtype=tl.float32)
+        for c0 in range(0, num_chunks, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            parts += tl.load(partial_ptr + row[:, None] * num_chunks + offs_c[None, :],
+                             mask=s_ok[:, None] & (offs_c[None, :] < num_chunks), other=0.0)
+        # One reduction after the loop (a reduction inside it crashed triton 3.6's compiler).
+        row_sum = tl.sum(parts, axis=1)
+        r = tl.load(rows_ptr + row[:, None].to(tl.int64) * seq_len + tl.maximum(visual_pos, 0)[None, :],
+                    mask=t_ok[:, None] & v_ok[None, :], other=0.0)
+        acc += r / _guard(row_sum, EPS)[:, None]
+    tl.store(rollout_ptr + (b * S_BLOCK + offs_s[:, None]) * num_visual + offs_v[None, :], acc, mask=in_v[None, :])
+    tl.atomic_add(target_sum_ptr + b * S_BLOCK + offs_s, tl.sum(acc, axis=1), mask=s_ok, sem="relaxed")
 
-    # Pass 2: consensus. u_k = (u_{k-1} / c_{k-1}) * p_k, c_k = sum(u_k); padded targets multiply by 1.
-    prev_norm = 1.0
-    for s in range(0, num_targets):
-        is_target = tl.sum(tl.where((offs_s == s) & t_ok, 1, 0)) > 0
-        p_norm = tl.sum(tl.where(offs_s == s, target_sum, 0.0))
-        total = 0.0
-        for v0 in range(0, num_visual, BLOCK_V):
-            offs_v = v0 + tl.arange(0, BLOCK_V)
-            in_v = offs_v < num_visual
-            v_ok = tl.load(visual_ptr + b * num_visual + offs_v, mask=in_v, other=-1) >= 0
-            if s == 0:
-                running = tl.where(v_ok, 1.0, 0.0)
-            else:
-                running = tl.load(out_ptr + b * num_visual + offs_v, mask=in_v, other=0.0) / prev_norm
-            p = tl.load(rollout_ptr + (b * S_BLOCK + s) * num_visual + offs_v, mask=in_v, other=0.0) / p_norm
-            product = tl.where(v_ok, running * tl.where(is_target, p, 1.0), 0.0)
-            tl.store(out_ptr + b * num_visual + offs_v, product, mask=in_v)
-            total += tl.sum(product, axis=0)
-        prev_norm = _guard(total, EPS)
-        tl.debug_barrier()
-    for v0 in range(0, num_visual, BLOCK_V):
-        offs_v = v0 + tl.arange(0, BLOCK_V)
-        in_v = offs_v < num_visual
-        u = tl.load(out_ptr + b * num_visual + offs_v, mask=in_v, other=0.0)
-        tl.store(out_ptr + b * num_visual + offs_v, u / prev_norm, mask=in_v)
+    # The last block of this prompt to finish does the consensus (acq_rel orders the stores above).
+    tl.debug_barrier()
+    finished = tl.atomic_add(done_ptr + b, 1, sem="acq_rel")
+    if finished == tl.num_programs(1) - 1:
+        target_sum = _guard(tl.atomic_add(target_sum_ptr + b * S_BLOCK + offs_s, 0.0, mask=s_ok), EPS)
+        # u_k = (u_{k-1} / c_{k-1}) * p_k with c_k = sum(u_k); padded target slots multiply by 1.
+        prev_norm = 1.0
+        for s in range(0, num_targets):
+            is_target = tl.sum(tl.where((offs_s == s) & t_ok, 1, 0)) > 0
+            p_norm = tl.sum(tl.where(offs_s == s, target_sum, 0.0))
+            total = 0.0
+            for v0 in range(0, num_visual, TAIL_BLOCK):
+                offs_w = v0 + tl.arange(0, TAIL_BLOCK)
+                in_w = offs_w < num_visual
+                w_ok = tl.load(visual_ptr + b * num_visual + offs_w, mask=in_w, other=-1) >= 0
+                if s == 0:
+                    running = tl.where(w_ok, 1.0, 0.0)
+                else:
+                    running = tl.load(out_ptr + b * num_visual + offs_w, mask=in_w, other=0.0) / prev_norm
+                p = tl.load(rollout_ptr + (b * S_BLOCK + s) * num_visual + offs_w, mask=in_w, other=0.0) / p_norm
+                product = tl.where(w_ok, running * tl.where(is_target, p, 1.0), 0.0)
+                tl.store(out_ptr + b * num_visual + offs_w, product, mask=in_w)
+                total += tl.sum(product, axis=0)
+            prev_norm = _guard(total, EPS)
+            tl.debug_barrier()  # the next step reads what other threads just stored
+        for v0 in range(0, num_visual, TAIL_BLOCK):
+            offs_w = v0 + tl.arange(0, TAIL_BLOCK)
+            in_w = offs_w < num_visual
+            u = tl.load(out_ptr + b * num_visual + offs_w, mask=in_w, other=0.0)
+            tl.store(out_ptr + b * num_visual + offs_w, u / prev_norm, mask=in_w)
 
 
 def _launch(values: Tensor, target_idx: Tensor, visual_idx: Tensor, attention_mask: Tensor | None, wrap) -> Tensor:
@@ -161,28 +190,31 @@ def _launch(values: Tensor, target_idx: Tensor, visual_idx: Tensor, attention_ma
     visual_idx = visual_idx.contiguous()
     s_block = triton.next_power_of_2(num_targets)
     block_d = triton.next_power_of_2(head_dim)
-    block_n = max(16, min(64, 8192 // block_d))
+    block_n = BLOCK_N
     num_chunks = triton.cdiv(seq_len, block_n)
+    block_v = BLOCK_V
     device = values.device
 
     rows = torch.empty(batch, num_layers, num_targets, seq_len, dtype=torch.float32, device=device)
     partial = torch.empty(batch, num_layers, num_targets, num_chunks, dtype=torch.float32, device=device)
     rollout = torch.empty(batch, s_block, num_visual, dtype=torch.float32, device=device)
+    target_sum = torch.empty(batch, s_block, dtype=torch.float32, device=device)
+    done = torch.empty(batch, dtype=torch.int32, device=device)
     out = torch.empty(batch, num_visual, dtype=torch.float32, device=device)
     mask = attention_mask.contiguous() if attention_mask is not None else target_idx
 
-    wrap(_similarity_rows_kernel)[(batch * num_layers, num_chunks)](
-        values, target_idx, mask, rows, partial,
+    wrap(_similarity_rows_kernel)[(num_chunks, batch * num_layers)](
+        values, target_idx, mask, rows, partial, target_sum, done,
         num_layers, seq_len, num_heads, head_dim, num_targets, num_chunks,
         *values.stride(),
         HAS_MASK=attention_mask is not None, S_BLOCK=s_block, BLOCK_N=block_n, BLOCK_D=block_d,
-        NORM_EPS=NORM_EPS, num_warps=4,
+        NORM_EPS=NORM_EPS, num_warps=ROWS_WARPS,
     )
-    wrap(_rollout_consensus_kernel)[(batch,)](
-        rows, partial, target_idx, visual_idx, rollout, out,
+    wrap(_rollout_consensus_kernel)[(batch, triton.cdiv(num_visual, block_v))](
+        rows, partial, target_idx, visual_idx, rollout, target_sum, done, out,
         num_layers, seq_len, num_targets, num_visual, num_chunks,
-        S_BLOCK=s_block, BLOCK_V=max(16, min(1024, triton.next_power_of_2(num_visual))),
-        BLOCK_C=max(16, min(256, triton.next_power_of_2(num_chunks))), EPS=DENOMINATOR_EPS, num_warps=8,
+        S_BLOCK=s_block, BLOCK_V=block_v, BLOCK_C=max(16, min(256, triton.next_power_of_2(num_chunks))),
+        TAIL_BLOCK=TAIL_BLOCK, EPS=DENOMINATOR_EPS, num_warps=ROLLOUT_WARPS,
     )
     return out
 

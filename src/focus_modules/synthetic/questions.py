@@ -1,0 +1,92 @@
+"""The three question families of the fine-grained VQA benchmarks, posed on a scene's objects.
+
+- attribute (V*Bench "direct attributes"): "What is the color of the {shape}?", 4 colour
+  options; asked only about a shape with exactly one instance in the scene.
+- spatial (V*Bench "relative position"): "Is the {shape1} on the left or right side of the
+  {shape2}?", options left/right; asked only about two single-instance shapes whose boxes do
+  not overlap horizontally and whose centres are at least the scene's spatial margin apart.
+- counting (type 2): "How many {color} {shape}s are there in the image?", 4 numeric options.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from .records import Question, SceneObject
+from .shapes import COLORS, PLURALS
+
+ATTRIBUTE_TEMPLATE = "What is the color of the {shape}?"
+SPATIAL_TEMPLATE = "Is the {shape1} on the left or right side of the {shape2}?"
+COUNTING_TEMPLATE = "How many {color} {plural} are there in the image?"
+
+
+def _options(rng: np.random.Generator, correct: str, pool: Sequence[str], n: int) -> tuple[str, ...]:
+    wrong = [p for p in pool if p != correct]
+    picked = rng.choice(len(wrong), size=n - 1, replace=False)
+    return (correct, *(wrong[i] for i in picked))
+
+
+def attribute_questions(rng: np.random.Generator, objects: Sequence[SceneObject]) -> list[Question]:
+    """One colour question per shape that occurs exactly once."""
+    shape_counts = Counter(o.shape for o in objects)
+    return [
+        Question(
+            family="attribute",
+            question=ATTRIBUTE_TEMPLATE.format(shape=o.shape),
+            options=_options(rng, o.color, list(COLORS), 4),
+            target_object=(o.shape,),
+            boxes=(o.box,),
+            box_target=(0,),
+            question_type=1,
+        )
+        for o in objects
+        if shape_counts[o.shape] == 1
+    ]
+
+
+def spatial_questions(
+    rng: np.random.Generator, objects: Sequence[SceneObject], min_center_dx: float
+) -> list[Question]:
+    """One left/right question per unambiguous pair of single-instance shapes (random order)."""
+    shape_counts = Counter(o.shape for o in objects)
+    singles = [o for o in objects if shape_counts[o.shape] == 1]
+    questions = []
+    for a, b in itertools.combinations(singles, 2):
+        if rng.random() < 0.5:
+            a, b = b, a
+        separated = a.box[2] <= b.box[0] or b.box[2] <= a.box[0]
+        if not separated or abs(a.center[0] - b.center[0]) < min_center_dx:
+            continue
+        answer, other = ("left", "right") if a.center[0] < b.center[0] else ("right", "left")
+        questions.append(
+            Question(
+                family="spatial",
+                question=SPATIAL_TEMPLATE.format(shape1=a.shape, shape2=b.shape),
+                options=(answer, other),
+                target_object=(a.shape, b.shape),
+                boxes=(a.box, b.box),
+                box_target=(0, 1),
+                question_type=1,
+            )
+        )
+    return questions
+
+
+def counting_question(
+    rng: np.random.Generator, objects: Sequence[SceneObject], color: str, shape: str, max_option: int
+) -> Question:
+    """How many objects of one colour and shape; wrong options are drawn from 0..max_option."""
+    matches = sorted((o for o in objects if o.color == color and o.shape == shape), key=lambda o: o.box)
+    return Question(
+        family="counting",
+        question=COUNTING_TEMPLATE.format(color=color, plural=PLURALS[shape]),
+        options=_options(rng, str(len(matches)), [str(n) for n in range(max_option + 1)], 4),
+        target_object=(f"{color} {shape}",),
+        boxes=tuple(o.box for o in matches),
+        box_target=(0,) * len(matches),
+        question_type=2,
+    )

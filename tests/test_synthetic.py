@@ -1,0 +1,259 @@
+import itertools
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from focus_modules.synthetic import (
+    COLORS,
+    FAMILIES,
+    FAMILY_DIRS,
+    SHAPES,
+    SceneConfig,
+    canvas_size,
+    context_crop_box,
+    crop_question,
+    existence_samples,
+    make_scene,
+    parse_target,
+    shape_mask,
+    vstar_record,
+    write_vstar_layout,
+    xyxy_to_xywh,
+)
+from focus_modules.synthetic.__main__ import main
+
+SMALL = SceneConfig(canvas_side=(256, 512))
+VSTAR_KEYS = {"target_object", "bbox", "question", "options"}
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return [make_scene(seed, SMALL) for seed in range(12)]
+
+
+def _inside_box(pixels, box):
+    x1, y1, x2, y2 = box
+    return pixels[y1:y2, x1:x2]
+
+
+def test_same_seed_same_scene_and_different_seeds_differ():
+    a, b = make_scene(7, SMALL), make_scene(7, SMALL)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert a.objects == b.objects and a.questions == b.questions
+    assert np.array_equal(np.asarray(make_scene((7,), SMALL).image), np.asarray(a.image))
+    # (7, 0) is the writer's seed of scene 7 of some set; NumPy alone would give it seed 7's stream.
+    others = [make_scene(seed, SMALL) for seed in (8, (7, 0), (0, 7), (7, 0, 0), 2**32, (0, 1))]
+    assert len({np.asarray(s.image).tobytes() for s in [a, *others]}) == 1 + len(others)
+    assert len({s.objects for s in [a, *others]}) == 1 + len(others)
+
+
+def test_default_canvases_are_large_with_varied_aspect_ratios():
+    config = SceneConfig()
+    rng = np.random.default_rng(0)
+    sizes = [canvas_size(rng, config) for _ in range(300)]
+    assert all(1024 <= side <= 2048 for size in sizes for side in size)
+    ratios = {round(w / h, 1) for w, h in sizes}
+    assert {0.5, 1.0, 2.0} <= ratios
+    scene = make_scene(0)
+    assert all(1024 <= side <= 2048 for side in scene.size)
+    assert all(max(o.box[2] - o.box[0], o.box[3] - o.box[1]) <= 48 for o in scene.objects)
+
+
+def test_boxes_are_tight_around_the_flat_coloured_pixels(scenes):
+    for scene in scenes:
+        pixels = np.asarray(scene.image)
+        for color, rgb in COLORS.items():
+            hit = np.all(pixels == rgb, axis=-1)
+            covered = np.zeros_like(hit)
+            for obj in (o for o in scene.objects if o.color == color):
+                x1, y1, x2, y2 = obj.box
+                covered[y1:y2, x1:x2] = True
+                ys, xs = np.nonzero(_inside_box(hit, obj.box))
+                assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (0, 0, x2 - x1, y2 - y1), obj
+                assert _inside_box(hit, obj.box).mean() > 0.3, obj  # a filled shape, not stray pixels
+                assert 12 <= max(x2 - x1, y2 - y1) <= 48, obj
+            assert not (hit & ~covered).any(), f"{color} pixels outside the {color} objects' boxes"
+
+
+def test_background_is_muted_outside_the_objects(scenes):
+    for scene in scenes:
+        pixels = np.asarray(scene.image).astype(int)
+        background = np.ones(pixels.shape[:2], bool)
+        for obj in scene.objects:
+            x1, y1, x2, y2 = obj.box
+            background[y1:y2, x1:x2] = False
+        spread = pixels.max(axis=-1) - pixels.min(axis=-1)
+        assert spread[background].max() <= 2 * SMALL.max_chroma + 1
+        assert pixels[background].std() > 5  # textured, not flat
+
+
+def test_shape_masks_are_distinct():
+    masks = {shape: np.asarray(shape_mask(shape, 32)) > 0 for shape in SHAPES}
+    for a, b in itertools.combinations(SHAPES, 2):
+        iou = (masks[a] & masks[b]).sum() / (masks[a] | masks[b]).sum()
+        assert iou < 0.8, (a, b, iou)
+
+
+def _check_options(question, n):
+    assert len(question.options) == n == len(set(question.options))
+    assert question.answer == question.options[0]
+
+
+def test_attribute_questions_ask_about_a_unique_shape(scenes):
+    for scene in scenes:
+        questions = scene.questions_of("attribute")
+        assert questions
+        for q in questions:
+            (shape,) = q.target_object
+            matches = scene.find(shape)
+            assert len(matches) == 1
+            assert q.question == f"What is the color of the {shape}?"
+            assert q.answer == matches[0].color and q.boxes == (matches[0].box,)
+            _check_options(q, 4)
+            assert set(q.options) <= set(COLORS)
+            assert q.question_type == 1
+
+
+def test_spatial_answers_follow_the_box_centres(scenes):
+    answers = []
+    for scene in scenes:
+        questions = scene.questions_of("spatial")
+        assert questions
+        for q in questions:
+            first, second = (scene.find(t) for t in q.target_object)
+            assert len(first) == len(second) == 1
+            a, b = first[0], second[0]
+            assert q.boxes == (a.box, b.box)
+            assert q.answer == ("left" if a.center[0] < b.center[0] else "right")
+            assert abs(a.center[0] - b.center[0]) >= SMALL.spatial_margin * scene.size[0]
+            assert a.box[2] <= b.box[0] or b.box[2] <= a.box[0]
+            _check_options(q, 2)
+            answers.append(q.answer)
+    assert set(answers) == {"left", "right"}
+
+
+def test_counting_answers_match_the_objects(scenes):
+    counts = []
+    for scene in scenes:
+        (q,) = scene.questions_of("counting")
+        (target,) = q.target_object
+        color, shape = parse_target(target)
+        matches = [o for o in scene.objects if o.color == color and o.shape == shape]
+        assert int(q.answer) == len(matches) and sorted(q.boxes) == sorted(o.box for o in matches)
+        assert q.box_target == (0,) * len(matches) and q.question_type == 2
+        assert q.question == f"How many {target}{'es' if shape == 'cross' else 's'} are there in the image?"
+        _check_options(q, 4)
+        assert all(o.isdigit() for o in q.options)
+        counts.append(len(matches))
+    assert min(counts) >= SMALL.count_range[0] and max(counts) <= SMALL.count_range[1]
+    assert len(set(counts)) > 1
+
+
+def test_crop_question_keeps_boxes_on_the_same_pixels(scenes):
+    rng = np.random.default_rng(0)
+    for scene in scenes[:4]:
+        for q in scene.questions:
+            box, cropped = crop_question(scene, q, rng)
+            image = np.asarray(scene.crop(box))
+            full = np.asarray(scene.image)
+            for scene_box, crop_box in zip(q.boxes, cropped.boxes):
+                assert crop_box[0] >= 0 and crop_box[1] >= 0
+                assert crop_box[2] <= image.shape[1] and crop_box[3] <= image.shape[0]
+                assert np.array_equal(_inside_box(image, crop_box), _inside_box(full, scene_box))
+            assert cropped.options == q.options
+
+
+def test_context_crop_box_contains_the_boxes():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        x, y = int(rng.integers(0, 460)), int(rng.integers(0, 300))
+        box = (x, y, x + int(rng.integers(1, 40)), y + int(rng.integers(1, 40)))
+        crop = context_crop_box([box], (500, 340), rng, context=(1.0, 20.0))
+        assert 0 <= crop[0] <= box[0] and 0 <= crop[1] <= box[1]
+        assert box[2] <= crop[2] <= 500 and box[3] <= crop[3] <= 340
+    with pytest.raises(ValueError):
+        context_crop_box([(0, 0, 600, 10)], (500, 340), rng)
+
+
+def test_existence_samples_are_right_and_balanced(scenes):
+    for scene in scenes[:6]:
+        samples = existence_samples(scene, np.random.default_rng(3), 40)
+        assert samples == existence_samples(scene, np.random.default_rng(3), 40)
+        assert [s.answer for s in samples].count("Yes") == 20
+        assert any(" " in s.target for s in samples) and any(" " not in s.target for s in samples)
+        for s in samples:
+            assert s.question == f"Is there a {s.target} in the image?"
+            x1, y1, x2, y2 = s.box
+            assert 0 <= x1 < x2 <= scene.size[0] and 0 <= y1 < y2 <= scene.size[1]
+            matches = [o.box for o in scene.objects if o.shape == s.target.split()[-1]
+                       and (" " not in s.target or o.color == s.target.split()[0])]
+            inside = [m for m in matches if x1 <= m[0] and y1 <= m[1] and m[2] <= x2 and m[3] <= y2]
+            touching = [m for m in matches if m[0] < x2 and x1 < m[2] and m[1] < y2 and y1 < m[3]]
+            assert bool(inside) if s.answer == "Yes" else not touching, s
+    whole = existence_samples(scenes[0], np.random.default_rng(4), 20, full_image_fraction=1.0)
+    assert all(s.box == (0, 0, *scenes[0].size) for s in whole)
+    assert {s.answer for s in whole} == {"Yes", "No"}
+
+
+def _jpeg_colour_of(image, box):
+    """The named colour most pixels in the box are close to (JPEG moves colours slightly)."""
+    pixels = _inside_box(np.asarray(image).astype(int), box).reshape(-1, 3)
+    names = list(COLORS)
+    distances = np.stack([np.abs(pixels - COLORS[n]).sum(-1) for n in names])
+    nearest = distances.argmin(0)[distances.min(0) < 90]
+    return names[np.bincount(nearest, minlength=len(names)).argmax()]
+
+
+def test_vstar_layout_round_trip(tmp_path):
+    paths = write_vstar_layout(tmp_path, 2, seed=5, config=SMALL, progress=False)
+    assert len(paths) == 6
+    for family in FAMILIES:
+        folder = tmp_path / FAMILY_DIRS[family]
+        assert sorted(p.suffix for p in folder.iterdir()) == [".jpg", ".jpg", ".json", ".json"]
+    for path in paths:
+        record = json.loads(path.read_text())
+        assert VSTAR_KEYS <= set(record)
+        scene = make_scene(tuple(record["seed"]), SMALL)
+        question = scene.questions_of(record["family"])[0]
+        assert record == vstar_record(scene, question)
+        assert record["options"][0] == question.answer
+        assert len(set(record["options"])) == len(record["options"])
+        assert record["bbox"] == [xyxy_to_xywh(b) for b in question.boxes]
+        assert len(record["bbox"]) == len(record["bbox_target"])
+        image = Image.open(path.with_suffix(".jpg"))
+        assert image.format == "JPEG" and list(image.size) == record["image_size"] == list(scene.size)
+        x, y, w, h = record["bbox"][0]
+        color = _jpeg_colour_of(image, (x, y, x + w, y + h))
+        if record["family"] == "attribute":
+            assert color == record["options"][0]
+        if record["family"] == "counting":
+            assert record["target_object"][0].startswith(color)
+
+
+def test_module_entry_point_writes_full_size_images(tmp_path, capsys):
+    main(["--out", str(tmp_path), "--n", "1", "--seed", "3"])
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/*.json"))]
+    assert sorted(r["family"] for r in records) == sorted(FAMILIES)
+    assert all(1024 <= side <= 2048 for r in records for side in r["image_size"])
+    assert "wrote 3 questions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: make_scene(-1, SMALL),
+        lambda: make_scene((1, -2), SMALL),
+        lambda: SceneConfig(canvas_side=(512, 256)),
+        lambda: SceneConfig(aspect_ratios=(3.0,)),
+        lambda: SceneConfig(object_size=(16, 300)),
+        lambda: parse_target("big circle"),
+        lambda: shape_mask("hexagon", 20),
+        lambda: make_scene(0, SMALL).crop((0, 0, 10_000, 10)),
+        lambda: write_vstar_layout("unused", 1, families=("colour",)),
+    ],
+)
+def test_bad_input_raises(call):
+    with pytest.raises(ValueError):
+        call()
