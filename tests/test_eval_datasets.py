@@ -133,3 +133,16 @@ def test_unknown_dataset_and_prompt_text():
     with pytest.raises(ValueError, match="mme-rw-lite"):
         load_dataset("coco", ".")
     assert multiple_choice_text("Color? ", ["red", "blue"]) == "Color?\n(A) red\n(B) blue"
+
+
+def test_reads_the_synthetic_generator_output(tmp_path):
+    from focus_modules.synthetic import write_vstar_layout
+
+    paths = write_vstar_layout(tmp_path, n_per_family=1, seed=3, progress=False)
+    questions = read_vstar(tmp_path)
+    assert [q.category for q in questions] == ["attribute", "spatial", "counting"]
+    for q, path in zip(questions, paths):
+        meta = json.loads(path.read_text())
+        assert q.options[q.letters.index(q.label)] == meta["options"][0]
+        assert q.gt_boxes == tuple((x, y, x + w, y + h) for x, y, w, h in meta["bbox"])
+        assert q.load_image().size == tuple(meta["image_size"])
