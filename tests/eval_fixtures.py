@@ -110,7 +110,8 @@ def make_mme(path: Path, fmt: str) -> Path:
         with open(path / "mme_rw_lite.tsv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, delimiter="\t")
             writer.writerow(header)
-            writer.writerows([[json.dumps(r[k]) if k == "multi-choice options" else r[k] for k in header] for r in rows])
+            for r in rows:
+                writer.writerow([json.dumps(r[k]) if k == "multi-choice options" else r[k] for k in header])
     elif fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq

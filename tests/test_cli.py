@@ -57,8 +57,9 @@ def test_eval_command_writes_rows_and_summary(tmp_path, monkeypatch, capsys):
 def test_eval_command_on_mme_reports_subsets(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_answerer", _fake_build([]))
     out = tmp_path / "mme.jsonl"
-    assert cli.main(["eval", "--model", "m", "--dataset", "mme-rw-lite", "--data", str(make_mme(tmp_path / "d", "json")),
-                     "--out", str(out), "--no-progress"]) == 0
+    data = make_mme(tmp_path / "d", "json")
+    assert cli.main(["eval", "--model", "m", "--dataset", "mme-rw-lite", "--data", str(data), "--out", str(out),
+                     "--no-progress"]) == 0
     summary = json.loads((tmp_path / "mme.summary.json").read_text())
     assert set(summary["per_group"]["subset"]) == {"Perception", "Reasoning"}
     assert summary["errors"] == 1 and summary["n"] == 3

@@ -345,10 +345,11 @@ def _text_records(file: Path) -> tuple[list[dict], list[Callable[[], Image.Image
     if file.suffix == ".tsv":
         table = TsvTable(file, lazy_columns=("bytes", "image"))
         column = _image_column(table.header, file)
-        loaders = [
-            (lambda r=r, source=f"{file.name} index {row['index']}": decode_image_bytes(table.lazy_field(r, column), source))
-            for r, row in enumerate(table.rows)
-        ]
+        def loader(row: int) -> Callable[[], Image.Image]:
+            source = f"{file.name} index {table.rows[row]['index']}"
+            return lambda: decode_image_bytes(table.lazy_field(row, column), source)
+
+        loaders = [loader(r) for r in range(len(table.rows))]
         return table.rows, loaders
     if file.suffix == ".jsonl":
         records = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
