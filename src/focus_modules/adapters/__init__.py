@@ -1,0 +1,56 @@
+"""Model adapters: one per MLLM family, picked from the model's class.
+
+>>> from focus_modules.adapters import adapter_for, register_adapter
+>>> adapter = adapter_for(model, processor)          # LlavaAdapter for LlavaForConditionalGeneration
+>>> register_adapter("MyVlmForConditionalGeneration", MyAdapter)  # a family of your own
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from focus_modules.adapters.base import Batch, Encoding, FinalView, ModelAdapter, Selection
+from focus_modules.adapters.llava import LlavaAdapter
+
+# model class name -> adapter class
+_REGISTRY: dict[str, type[ModelAdapter]] = {}
+
+
+def register_adapter(model_class: str | type, adapter_cls: type[ModelAdapter] | None = None):
+    """Serve ``model_class`` (a class or its name; subclasses match too) with ``adapter_cls``.
+    Usable as a decorator: ``@register_adapter("MyVlmForConditionalGeneration")``. A later
+    registration for the same class replaces the earlier one."""
+    name = model_class if isinstance(model_class, str) else model_class.__name__
+
+    def register(cls: type[ModelAdapter]) -> type[ModelAdapter]:
+        if not (isinstance(cls, type) and issubclass(cls, ModelAdapter)):
+            raise TypeError(f"adapter for {name} must be a ModelAdapter subclass, got {cls!r}")
+        _REGISTRY[name] = cls
+        return cls
+
+    return register if adapter_cls is None else register(adapter_cls)
+
+
+def supported_models() -> dict[str, str]:
+    """Registered model class names and their family."""
+    return {name: cls.family for name, cls in sorted(_REGISTRY.items())}
+
+
+def adapter_for(model: nn.Module, processor) -> ModelAdapter:
+    """The registered adapter for ``model``'s class (or its nearest registered base class)."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in _REGISTRY:
+            return _REGISTRY[cls.__name__](model, processor)
+    supported = ", ".join(f"{name} ({family})" for name, family in supported_models().items())
+    raise ValueError(
+        f"no FOCUS adapter for {type(model).__name__}; supported model classes: {supported}. "
+        "Register one with focus_modules.adapters.register_adapter(model_class, AdapterClass)."
+    )
+
+
+for _cls in (LlavaAdapter,):
+    for _name in _cls.model_classes:
+        register_adapter(_name, _cls)
+
+__all__ = ["Batch", "Encoding", "FinalView", "LlavaAdapter", "ModelAdapter", "Selection", "adapter_for",
+           "register_adapter", "supported_models"]

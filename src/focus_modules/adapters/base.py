@@ -1,0 +1,301 @@
+"""The model-adapter interface: everything FOCUS needs to know about one MLLM family.
+
+The wrapper (``focus_modules.wrapper``) runs the steps of Fig. 2 through this interface
+only; adapters are the one place that knows prompts, chat templates, image preprocessing,
+where the visual tokens sit and how a map cell maps back to pixels. A new family needs a
+subclass that implements the three ``encode_*`` methods (and overrides whatever else differs)
+and a call to :func:`focus_modules.adapters.register_adapter`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from focus_modules import targets as target_text
+from focus_modules.config import FocusConfig
+from focus_modules.modules.value_capture import find_decoder_layers
+from focus_modules.ops import boxes as box_ops
+from focus_modules.ops.boxes import CellGeometry
+from focus_modules.adapters.views import (
+    Box,
+    crop,
+    max_centre_distance,
+    merge_overlapping,
+    paste_on_canvas,
+    union_box,
+)
+
+OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+EXISTENCE_TEMPLATE = "Is there a {target} in the image? Answer Yes or No."
+# LLaVA-1.5's instruction for multiple-choice questions (its evaluation prompt).
+OPTIONS_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+@dataclass
+class Encoding:
+    """One prompt, tokenised, before batching.
+
+    Attributes:
+        input_ids: ``[N]`` token ids, image placeholders already expanded.
+        model_inputs: the other model inputs of this prompt (e.g. ``pixel_values`` with a
+            leading image dimension), concatenated along dim 0 by :meth:`ModelAdapter.collate`.
+        target_positions: ``[S]`` positions of the target-object tokens in ``input_ids``
+            (existence prompts only).
+        visual_positions: ``[V]`` positions of the visual tokens the map is built from, in
+            row-major grid order (existence prompts only).
+        grid_hw: ``(h, w)`` of the map, ``h * w == V``.
+        valid_cells: ``[h, w]`` bool, False for cells that must not be anchors (padding).
+        geometry: where the map's cells lie in the ORIGINAL image (``CellGeometry`` with
+            fields of shape ``[2]``; the grid extends past the image where the model's view
+            is padded).
+    """
+
+    input_ids: Tensor
+    model_inputs: dict[str, Tensor] = field(default_factory=dict)
+    target_positions: Tensor | None = None
+    visual_positions: Tensor | None = None
+    grid_hw: tuple[int, int] | None = None
+    valid_cells: Tensor | None = None
+    geometry: CellGeometry | None = None
+
+
+@dataclass
+class Batch:
+    """Collated prompts: ``inputs`` are the model's keyword arguments (``input_ids`` and
+    ``attention_mask`` left-padded to ``[P, N]``); ``offsets[p]`` is the padding added in front
+    of prompt ``p``, so a position ``i`` of its :class:`Encoding` is ``i + offsets[p]`` here."""
+
+    inputs: dict[str, Tensor]
+    offsets: list[int]
+
+
+@dataclass
+class Selection:
+    """What the wrapper decided to show for the final answer.
+
+    Attributes:
+        question_type: 1 (single instances) or 2 (every instance, e.g. counting).
+        boxes: per target, the chosen ROIs as pixel boxes of the original image, best first
+            (type 1: at most one per target; type 2: every ROI above ``t_type2``).
+    """
+
+    question_type: int
+    boxes: list[list[Box]]
+
+
+@dataclass
+class FinalView:
+    """The image(s) of the final prompt. ``kind`` says how they were built ("image" = the
+    whole image, "crop", "union", "canvas", or an adapter's own kind); ``boxes`` are the
+    original-image pixel boxes they show."""
+
+    images: list[Image.Image]
+    kind: str
+    boxes: list[Box]
+
+
+class ModelAdapter(ABC):
+    """Base class of model adapters; subclasses set :attr:`family` and :attr:`model_classes`.
+
+    Args:
+        model: the HF model (e.g. ``LlavaForConditionalGeneration``), in eval mode.
+        processor: its processor (tokenizer + image processor + chat template).
+    """
+
+    #: FocusConfig preset family (``FocusConfig.preset(family)``).
+    family: ClassVar[str]
+    #: Model class names this adapter serves (matched along the model's MRO).
+    model_classes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: nn.Module, processor) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+
+    # --- model structure -------------------------------------------------------------------
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """The language model's decoder layers (value capture hooks their ``v_proj``)."""
+        return find_decoder_layers(self.model)
+
+    def num_layers(self) -> int:
+        """Depth of the language model."""
+        return len(self.decoder_layers())
+
+    def default_config(self, dataset: str | None = None, n_steps: int = 8) -> FocusConfig:
+        """Table 7's hyper-parameters for this family (layer preset included)."""
+        return FocusConfig.preset(self.family, dataset=dataset, n_steps=n_steps)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # --- prompts (user-message text, before the chat template) -------------------------------
+
+    def target_prompt(self, question: str) -> str:
+        """Step I: few-shot prompt asking which objects the question is about."""
+        return target_text.target_prompt(question)
+
+    def existence_prompt(self, target: str) -> tuple[str, int]:
+        """Steps II and V: ``"Is there a {target} in the image? Answer Yes or No."`` and the
+        character offset of ``target`` in it."""
+        prefix, _ = EXISTENCE_TEMPLATE.split("{target}")
+        return EXISTENCE_TEMPLATE.format(target=target), len(prefix)
+
+    def answer_prompt(self, question: str, options: Sequence[str] | None, num_images: int = 1) -> str:
+        """Step VI: the question, then the options as ``(A) ...`` lines and the letter
+        instruction; open-ended questions go as they are."""
+        if not options:
+            return question
+        lines = [question] + [f"({OPTION_LETTERS[i]}) {option}" for i, option in enumerate(options)]
+        return "\n".join(lines + [OPTIONS_INSTRUCTION])
+
+    # --- encoding ------------------------------------------------------------------------------
+
+    def render_chat(self, text: str, num_images: int) -> str:
+        """The full prompt string: ``num_images`` images then ``text`` as the user's turn,
+        followed by the assistant's generation prompt (the processor's chat template)."""
+        content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": text}]
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+
+    def token_positions(self, offsets: Sequence[tuple[int, int]], start: int, end: int) -> list[int]:
+        """Indices of the tokens whose character span (from a fast tokenizer's offset mapping)
+        overlaps ``[start, end)``; special tokens (empty spans) never match."""
+        return [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
+
+    @abstractmethod
+    def encode_text(self, text: str) -> Encoding:
+        """A text-only chat prompt (step I), ready for generation."""
+
+    @abstractmethod
+    def encode_existence(self, image: Image.Image, target: str) -> Encoding:
+        """The existence prompt on ``image`` (the whole image in step II, an ROI crop in step
+        V), with target positions, visual positions, grid, valid cells and map extent."""
+
+    @abstractmethod
+    def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:
+        """The final prompt on the final view's image(s), ready for generation."""
+
+    def collate(self, encodings: Sequence[Encoding]) -> Batch:
+        """Left-pad ``input_ids`` (with :attr:`pad_token_id`) and build ``attention_mask``;
+        concatenate every other model input along dim 0; move to the model's device (floating
+        inputs to its dtype)."""
+        if not encodings:
+            raise ValueError("collate needs at least one encoding")
+        length = max(e.input_ids.numel() for e in encodings)
+        ids = torch.full((len(encodings), length), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(encodings), length), dtype=torch.long)
+        offsets = []
+        for row, enc in enumerate(encodings):
+            offset = length - enc.input_ids.numel()
+            ids[row, offset:] = enc.input_ids
+            mask[row, offset:] = 1
+            offsets.append(offset)
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        for key in encodings[0].model_inputs:
+            inputs[key] = torch.cat([e.model_inputs[key] for e in encodings], dim=0)
+        device, dtype = self.device, self.dtype
+        inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
+        return Batch(inputs, offsets)
+
+    @property
+    def pad_token_id(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    # --- model calls ----------------------------------------------------------------------------
+
+    def last_logits(self, batch: Batch) -> Tensor:
+        """One forward pass; ``[P, V]`` logits at the last position (no cache, only the last
+        position's logits are computed where the model supports it)."""
+        out = self.model(**batch.inputs, use_cache=False, **self._keep_last_logits())
+        return out.logits[:, -1]
+
+    def generate(self, batch: Batch, max_new_tokens: int) -> list[str]:
+        """Greedy generation; the new text of each prompt, special tokens removed, stripped."""
+        out = self.generation_model(batch).generate(
+            **batch.inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            pad_token_id=self.pad_token_id,
+        )
+        new_tokens = out[:, batch.inputs["input_ids"].shape[1]:]
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def generation_model(self, batch: Batch) -> nn.Module:
+        """The module whose ``generate`` runs ``batch`` (the model itself by default)."""
+        return self.model
+
+    def _keep_last_logits(self) -> dict[str, int]:
+        params = inspect.signature(self.model.forward).parameters
+        for name in ("logits_to_keep", "num_logits_to_keep"):  # >= 4.50, 4.45-4.49
+            if name in params:
+                return {name: 1}
+        return {}
+
+    # --- outputs ----------------------------------------------------------------------------------
+
+    def yes_no_ids(self) -> tuple[list[int], list[int]]:
+        """Token ids that spell "Yes" and "No" as a reply's first token (bare, SentencePiece
+        ``▁`` and byte-level ``Ġ`` forms, either case), kept when they decode back to the word."""
+        vocab = self.tokenizer.get_vocab()
+        found = []
+        for word in ("yes", "no"):
+            ids = []
+            for prefix in ("", "▁", "Ġ"):
+                for spelling in (word.capitalize(), word):
+                    token_id = vocab.get(prefix + spelling)
+                    if token_id is not None and token_id not in ids and \
+                            self.tokenizer.decode([token_id]).strip().lower() == word:
+                        ids.append(token_id)
+            if not ids:
+                raise ValueError(f"the tokenizer has no token that spells {word.capitalize()!r}")
+            found.append(sorted(ids))
+        return found[0], found[1]
+
+    def cells_to_pixels(self, boxes: Tensor, geometry: CellGeometry, downsample: int = 1) -> Tensor:
+        """``[K, 4]`` map-cell boxes (xyxy, x2/y2 exclusive, on the map downsampled by
+        ``downsample``) -> ``[K, 4]`` float pixel boxes of the original image, clipped to it.
+        ``geometry`` is the map's own (an :class:`Encoding`'s); the arithmetic is
+        :func:`focus_modules.ops.boxes.cells_to_pixels`."""
+        scaled = geometry._replace(cell_size=geometry.cell_size * downsample)
+        return box_ops.cells_to_pixels(boxes, scaled)
+
+    @property
+    def background_color(self) -> tuple[int, int, int]:
+        """Fill colour of padding and canvases: the image processor's mean colour."""
+        mean = getattr(getattr(self.processor, "image_processor", None), "image_mean", None) or (0.0, 0.0, 0.0)
+        return tuple(int(round(m * 255)) for m in mean)
+
+    def final_view(self, image: Image.Image, selection: Selection, config: FocusConfig) -> FinalView:
+        """Final input of a global-view model (A.5). Type 1: the best ROI's crop; several
+        targets: their union box, or, when two targets' centres are farther apart than
+        ``t_obj_dist`` pixels, their ROIs pasted on a canvas at their relative positions.
+        Type 2: the selected ROIs, overlapping ones merged, pasted on a canvas. No selected ROI:
+        the whole image. Multi-image families override this."""
+        chosen = [box for boxes in selection.boxes for box in boxes]
+        if not chosen:
+            return FinalView([image], "image", [])
+        if selection.question_type == 2:
+            merged = merge_overlapping(chosen)
+            return FinalView([paste_on_canvas(image, merged, self.background_color)], "canvas", merged)
+        if len(chosen) == 1:
+            return FinalView([crop(image, chosen[0])], "crop", chosen)
+        if max_centre_distance(chosen) > config.t_obj_dist:
+            return FinalView([paste_on_canvas(image, chosen, self.background_color)], "canvas", chosen)
+        union = union_box(chosen)
+        return FinalView([crop(image, union)], "union", [union])

@@ -1,0 +1,394 @@
+"""``FocusWrapper``: FOCUS end to end on a stock HF MLLM (steps I-VI of Fig. 2), batched.
+
+Per group of questions, each phase is one batched model call (left padding + attention mask):
+
+- ``"targets"`` (I): the model names the target objects of every question by in-context
+  learning (greedy generation on :func:`focus_modules.targets.target_prompt`).
+- ``"relevance"`` (II-IV): one forward per (image, target) on the existence prompt over the
+  whole image, all in one call, reading value vectors with :class:`ValueCapture`; relevance
+  maps (:class:`RelevanceMap`) and ROI proposals (:class:`RoiProposer`).
+- ``"verify"`` (V): existence confidence (Eq. 5) of ROI crops: the top ``n_steps`` ROIs of
+  every type-1 target, every ROI of type-2 targets; then the overrun rounds (C.1).
+- ``"answer"`` (VI): greedy generation on the final view built by the adapter (A.5).
+
+Forward passes are counted per question and phase as the number of prompts of that question
+the model processed (A.2 counts one FP per call of the model on one prompt), so the counts do
+not depend on how questions are batched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from focus_modules import targets as target_text
+from focus_modules.adapters import ModelAdapter, Selection, adapter_for
+from focus_modules.adapters.base import Encoding, FinalView, OPTION_LETTERS
+from focus_modules.adapters.views import Box, crop, load_rgb
+from focus_modules.config import FocusConfig
+from focus_modules.modules.existence import ExistenceScorer
+from focus_modules.modules.relevance_map import RelevanceMap
+from focus_modules.modules.roi_proposer import RoiProposer
+from focus_modules.modules.value_capture import ValueCapture
+
+PHASES = ("targets", "relevance", "verify", "answer")
+METHODS = ("focus", "vanilla")
+
+
+@dataclass
+class Roi:
+    """A region of interest.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` float pixels of the ORIGINAL image.
+        relevance: the proposer's score of the ROI's anchor on the relevance map.
+        confidence: existence confidence (Eq. 5) in ``[-1, 1]``; ``None`` if not verified.
+    """
+
+    box: Box
+    relevance: float
+    confidence: float | None = None
+
+
+@dataclass
+class FocusResult:
+    """The answer to one question and how FOCUS got there.
+
+    Attributes:
+        answer: the generated text, as the model wrote it (stripped of surrounding spaces).
+        targets: the target objects searched for ("all " markers removed).
+        question_type: 1 (single instances) or 2 (every instance, e.g. counting).
+        rois: per target, its ROIs best first: verified ones by confidence, then the
+            unverified ones by relevance.
+        relevance_maps: per target, the ``(h, w)`` float32 relevance map (CPU).
+        map_extents: per target, the ``(x1, y1, x2, y2)`` pixels of the original image that
+            the whole map covers (beyond the image where the model's view is padded).
+        forward_passes: phase -> number of prompts of this question the model processed.
+        timings: phase -> seconds (a batched call's time is shared by its prompts).
+        method: "focus" or "vanilla".
+        target_source: "given" (``targets=`` argument), "model" (step I), "keywords" (the
+            reply could not be parsed; noun phrases of the question), "none" (no target
+            found, or the vanilla method: the whole image was used).
+        final_view: how the final input was built ("image", "crop", "union", "canvas", ...).
+        final_boxes: original-image pixel boxes shown in the final input.
+    """
+
+    answer: str
+    targets: list[str]
+    question_type: int
+    rois: list[list[Roi]] = field(default_factory=list)
+    relevance_maps: list[Tensor] = field(default_factory=list)
+    map_extents: list[Box] = field(default_factory=list)
+    forward_passes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    method: str = "focus"
+    target_source: str = "none"
+    final_view: str = "image"
+    final_boxes: list[Box] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    """One question while it moves through the phases."""
+
+    source: object  # the image as given; decoded to RGB while its group runs
+    question: str
+    options: list[str] | None
+    given_targets: list[str] | None
+    result: FocusResult
+    verified: list[int] = field(default_factory=list)  # per target: ROIs verified so far
+    image: Image.Image | None = None
+
+
+class FocusWrapper:
+    """FOCUS around a HF multimodal model.
+
+    Args:
+        model: e.g. ``LlavaForConditionalGeneration`` (any class with a registered adapter).
+        processor: the model's processor.
+        config: hyper-parameters; ``None`` takes the adapter's Table 7 preset
+            (``FocusConfig.preset(family)``).
+        adapter: a :class:`ModelAdapter` instance to use instead of the registry's choice.
+        max_new_tokens: generation budget of the final answer.
+        target_max_new_tokens: generation budget of step I.
+
+    Example:
+        >>> fw = FocusWrapper(model, processor, FocusConfig.preset("llava-1.5", dataset="vstar"))
+        >>> [r] = fw.answer([image], ["What is the color of the cup?"], options=[["red", "blue"]])
+        >>> r.answer, r.targets, r.rois[0][0].box, r.forward_passes
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        config: FocusConfig | None = None,
+        adapter: ModelAdapter | None = None,
+        max_new_tokens: int = 64,
+        target_max_new_tokens: int = 32,
+    ) -> None:
+        self.model = model
+        self.adapter = adapter if adapter is not None else adapter_for(model, processor)
+        self.config = config if config is not None else self.adapter.default_config()
+        self.config.check_layers(self.adapter.num_layers())
+        self.max_new_tokens = max_new_tokens
+        self.target_max_new_tokens = target_max_new_tokens
+        self.scorer = ExistenceScorer(*self.adapter.yes_no_ids())
+        self.relevance = RelevanceMap()
+        self.proposer = RoiProposer.from_config(self.config)
+
+    # --- public API -------------------------------------------------------------------------------
+
+    def answer(
+        self,
+        images: Sequence,
+        questions: Sequence[str],
+        options: Sequence[Sequence[str] | None] | None = None,
+        targets: Sequence[Sequence[str] | None] | None = None,
+        method: str = "focus",
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> list[FocusResult]:
+        """Answer each question about its image.
+
+        Args:
+            images: one image per question (PIL image of any mode, path, or uint8 array);
+                converted to RGB when its group runs.
+            questions: non-empty question strings.
+            options: ``None``, or per question ``None`` (open-ended) or a list of option texts
+                shown as ``(A) ...`` lines with the letter instruction.
+            targets: ``None``, or per question ``None`` (step I asks the model) or the target
+                objects to search for (skips step I; ``"all ..."`` marks type 2).
+            method: ``"focus"`` or ``"vanilla"`` (the whole image, no search).
+            batch_size: questions per group (each phase of a group is one batched call);
+                ``None`` puts all questions in one group. Results do not depend on it.
+            progress: show a tqdm progress bar over groups.
+
+        Returns:
+            One :class:`FocusResult` per question, in order.
+        """
+        jobs = self._jobs(images, questions, options, targets, method)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        step = batch_size or max(len(jobs), 1)
+        groups = [jobs[i:i + step] for i in range(0, len(jobs), step)]
+        if progress:
+            from tqdm.auto import tqdm
+
+            groups = tqdm(groups, desc=f"FOCUS ({method})", unit="group")
+        with torch.inference_mode():
+            for group in groups:
+                for job in group:  # decoded per group, so memory follows batch_size
+                    job.image = load_rgb(job.source)
+                if method == "focus":
+                    self._find_targets(group)
+                    searching = [job for job in group if job.result.targets]
+                    if searching:
+                        self._relevance(searching)
+                        self._verify(searching)
+                self._final_answer(group)
+                for job in group:
+                    job.image = None
+        return [job.result for job in jobs]
+
+    # --- input checks -----------------------------------------------------------------------------
+
+    def _jobs(self, images, questions, options, targets, method) -> list[_Job]:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if isinstance(questions, str) or not isinstance(questions, Sequence):
+            raise ValueError("questions must be a list of strings (one per image)")
+        if isinstance(images, (str, Image.Image)) or not isinstance(images, Sequence):
+            raise ValueError("images must be a list (one image per question)")
+        n = len(questions)
+        if len(images) != n:
+            raise ValueError(f"got {len(images)} images for {n} questions")
+        for name, per_question in (("options", options), ("targets", targets)):
+            if per_question is not None and (isinstance(per_question, str) or len(per_question) != n):
+                raise ValueError(f"{name} must be None or a list with one entry per question ({n})")
+        jobs = []
+        for i in range(n):
+            question = questions[i]
+            if not isinstance(question, str) or not question.strip():
+                raise ValueError(f"questions[{i}] must be a non-empty string, got {question!r}")
+            opts = self._check_strings(options[i] if options is not None else None, f"options[{i}]", allow_empty=False)
+            if opts is not None and len(opts) > len(OPTION_LETTERS):
+                raise ValueError(f"options[{i}] has {len(opts)} options; at most {len(OPTION_LETTERS)} are supported")
+            given = self._check_strings(targets[i] if targets is not None else None, f"targets[{i}]", allow_empty=True)
+            result = FocusResult(answer="", targets=[], question_type=1, method=method)
+            jobs.append(_Job(images[i], question.strip(), opts, given, result))
+        return jobs
+
+    @staticmethod
+    def _check_strings(items, name: str, allow_empty: bool) -> list[str] | None:
+        if items is None:
+            return None
+        if isinstance(items, str) or not isinstance(items, Sequence):
+            raise ValueError(f"{name} must be a list of strings or None, got {type(items).__name__} {items!r}")
+        if not items and not allow_empty:
+            raise ValueError(f"{name} is an empty list; pass None for an open-ended question")
+        for j, item in enumerate(items):
+            if not isinstance(item, str) or not item.strip():
+                raise ValueError(f"{name}[{j}] must be a non-empty string, got {item!r}")
+        return [item.strip() for item in items]
+
+    # --- phase helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _account(phase: str, owners: list[_Job], start: float) -> None:
+        """Charge one batched call (begun at ``start``) to its prompts' questions: one forward
+        pass per prompt, and the elapsed time shared equally by the prompts."""
+        seconds = time.perf_counter() - start
+        for job in owners:
+            job.result.forward_passes[phase] += 1
+            job.result.timings[phase] += seconds / len(owners)
+
+    # --- step I: targets and question type ------------------------------------------------------
+
+    def _find_targets(self, group: list[_Job]) -> None:
+        asking = [job for job in group if job.given_targets is None]
+        replies = []
+        if asking:
+            start = time.perf_counter()
+            prompts = [self.adapter.encode_text(self.adapter.target_prompt(job.question)) for job in asking]
+            replies = self.adapter.generate(self.adapter.collate(prompts), self.target_max_new_tokens)
+            self._account("targets", asking, start)
+        reply_of = dict(zip(map(id, asking), replies))
+        for job in group:
+            if job.given_targets is not None:
+                raw, source = job.given_targets, "given"
+            else:
+                raw, source = target_text.parse_targets(reply_of[id(job)], job.question), "model"
+                if not raw:
+                    raw, source = target_text.keyword_targets(job.question), "keywords"
+            cleaned, marked = target_text.normalize_targets(raw)
+            job.result.targets = cleaned
+            job.result.question_type = 2 if marked == 2 or target_text.is_counting(job.question) else 1
+            job.result.target_source = source if cleaned else "none"
+
+    # --- steps II-IV: relevance maps and proposals -----------------------------------------------
+
+    def _relevance(self, jobs: list[_Job]) -> None:
+        start = time.perf_counter()
+        pairs = [(job, t) for job in jobs for t in range(len(job.result.targets))]
+        encodings = [self.adapter.encode_existence(job.image, job.result.targets[t]) for job, t in pairs]
+        batch = self.adapter.collate(encodings)
+        with ValueCapture(self.model, self.config.layers, decoder_layers=self.adapter.decoder_layers()) as capture:
+            self.adapter.last_logits(batch)
+            values = capture.values
+        target_idx, visual_idx, grid_hw, valid = self._map_indices(encodings, batch.offsets, values.device)
+        maps = self.relevance(values, target_idx, visual_idx, grid_hw, batch.inputs["attention_mask"])
+        rois = self.proposer(maps, grid_hw, valid_mask=valid)
+        for p, ((job, t), enc) in enumerate(zip(pairs, encodings)):
+            h, w = enc.grid_hw
+            job.result.relevance_maps.append(maps[p, :h, :w].float().cpu())
+            origin, cell = enc.geometry.origin, enc.geometry.cell_size
+            far = origin + cell * torch.tensor([w, h], dtype=cell.dtype)
+            job.result.map_extents.append((*origin.tolist(), *far.tolist()))
+            keep = rois.valid[p]
+            pixels = self.adapter.cells_to_pixels(rois.boxes[p][keep].cpu(), enc.geometry, self.config.downsample)
+            scores = rois.scores[p][keep].tolist()
+            job.result.rois.append([Roi(tuple(box), float(s)) for box, s in zip(pixels.tolist(), scores)])
+            job.verified.append(0)
+        self._account("relevance", [job for job, _ in pairs], start)
+
+    @staticmethod
+    def _map_indices(encodings: list[Encoding], offsets: list[int], device):
+        """Pad per-prompt positions into the ``relevance_map`` index tensors, shifted by the
+        left padding of each prompt."""
+        num = len(encodings)
+        max_s = max(e.target_positions.numel() for e in encodings)
+        max_v = max(e.visual_positions.numel() for e in encodings)
+        h_max = max(e.grid_hw[0] for e in encodings)
+        w_max = max(e.grid_hw[1] for e in encodings)
+        target_idx = torch.full((num, max_s), -1, dtype=torch.long)
+        visual_idx = torch.full((num, max_v), -1, dtype=torch.long)
+        valid = torch.zeros((num, h_max, w_max), dtype=torch.bool)
+        for p, (enc, offset) in enumerate(zip(encodings, offsets)):
+            target_idx[p, : enc.target_positions.numel()] = enc.target_positions + offset
+            visual_idx[p, : enc.visual_positions.numel()] = enc.visual_positions + offset
+            valid[p, : enc.grid_hw[0], : enc.grid_hw[1]] = enc.valid_cells
+        grid_hw = torch.tensor([e.grid_hw for e in encodings], dtype=torch.long)
+        return target_idx.to(device), visual_idx.to(device), grid_hw.to(device), valid.to(device)
+
+    # --- step V: verification -------------------------------------------------------------------
+
+    def _verify(self, jobs: list[_Job]) -> None:
+        n_steps = self.config.n_steps
+        first_round = []
+        for job in jobs:
+            for t, rois in enumerate(job.result.rois):
+                budget = len(rois) if job.result.question_type == 2 else min(n_steps, len(rois))
+                first_round += [(job, t, r) for r in range(budget)]
+        self._score(first_round)
+        if self.config.overrun and n_steps >= 1:
+            # C.1: a type-1 target whose verified ROIs all answered "No" verifies one more ROI
+            # per round until one answers "Yes" or none is left.
+            while True:
+                pending = [
+                    (job, t, job.verified[t])
+                    for job in jobs if job.result.question_type == 1
+                    for t, rois in enumerate(job.result.rois)
+                    if 0 < job.verified[t] < len(rois) and all(r.confidence < 0 for r in rois[: job.verified[t]])
+                ]
+                if not pending:
+                    break
+                self._score(pending)
+        for job in jobs:
+            job.result.rois = [self._rank(rois) for rois in job.result.rois]
+
+    def _score(self, work: list[tuple[_Job, int, int]]) -> None:
+        """Existence confidence of ROI ``r`` of target ``t`` of each job, in one batched call."""
+        if not work:
+            return
+        start = time.perf_counter()
+        encodings = [
+            self.adapter.encode_existence(crop(job.image, job.result.rois[t][r].box), job.result.targets[t])
+            for job, t, r in work
+        ]
+        confidence = self.scorer(self.adapter.last_logits(self.adapter.collate(encodings))).tolist()
+        for (job, t, r), c in zip(work, confidence):
+            job.result.rois[t][r].confidence = float(c)
+            job.verified[t] = max(job.verified[t], r + 1)
+        self._account("verify", [job for job, _, _ in work], start)
+
+    @staticmethod
+    def _rank(rois: list[Roi]) -> list[Roi]:
+        """Verified ROIs by confidence (ties keep relevance order), then the unverified ones."""
+        verified = sorted((r for r in rois if r.confidence is not None), key=lambda r: -r.confidence)
+        return verified + [r for r in rois if r.confidence is None]
+
+    # --- step VI: final answer ------------------------------------------------------------------
+
+    def selection(self, result: FocusResult) -> Selection:
+        """The ROIs shown for the final answer (Sec. 3.3): type 1, each target's best ROI;
+        type 2, every verified ROI with confidence above ``t_type2``."""
+        if result.question_type == 2:
+            boxes = [[r.box for r in rois if r.confidence is not None and r.confidence > self.config.t_type2]
+                     for rois in result.rois]
+        else:
+            boxes = [[rois[0].box] if rois else [] for rois in result.rois]
+        return Selection(result.question_type, boxes)
+
+    def _final_answer(self, group: list[_Job]) -> None:
+        start = time.perf_counter()
+        encodings = []
+        for job in group:
+            result = job.result
+            if result.method == "vanilla" or not result.targets:
+                if result.method == "vanilla":
+                    result.question_type = 2 if target_text.is_counting(job.question) else 1
+                view = FinalView([job.image], "image", [])
+            else:
+                view = self.adapter.final_view(job.image, self.selection(result), self.config)
+            result.final_view, result.final_boxes = view.kind, list(view.boxes)
+            encodings.append(self.adapter.encode_answer(view, job.question, job.options))
+        answers = self.adapter.generate(self.adapter.collate(encodings), self.max_new_tokens)
+        self._account("answer", group, start)
+        for job, text in zip(group, answers):
+            job.result.answer = text
