@@ -137,8 +137,17 @@ class FakeResult:
     question_type: int
     rois: list[list[FakeRoi]]
     relevance_maps: list = field(default_factory=list)
+    map_extents: list = field(default_factory=list)
     forward_passes: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+
+
+class FakeAdapter:
+    """The one adapter method the CLI uses: the answer prompt of a question."""
+
+    @staticmethod
+    def answer_prompt(question, options, num_images=1):
+        return "\n".join([question, *(f"({'ABCDEFGH'[i]}) {o}" for i, o in enumerate(options)), "Letter?"])
 
 
 class FakeAnswerer:
@@ -151,6 +160,7 @@ class FakeAnswerer:
     """
 
     def __init__(self, delay: float = 0.0, style: str = "letter"):
+        self.adapter = FakeAdapter()
         self.delay = delay
         self.style = style
         self.calls = []

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 import pytest
-from eval_fixtures import FakeAnswerer, FakeResult, FakeRoi, make_mme, make_vstar
+from eval_fixtures import FakeAdapter, FakeAnswerer, FakeResult, FakeRoi, make_mme, make_vstar
 from PIL import Image
 
 from focus_modules import FocusConfig, cli
@@ -46,7 +46,8 @@ def test_eval_command_writes_rows_and_summary(tmp_path, monkeypatch, capsys):
             "--no-progress"]
     assert cli.main(argv) == 0
     assert calls == [dict(model="some/model", dataset="vstar", n_steps=2, overrides={"layers": (2, 6)}, attn="sdpa")]
-    assert len(read_rows(out)) == 3
+    rows = read_rows(out)
+    assert len(rows) == 3 and rows[0]["prompt"].endswith("\nLetter?")  # the adapter's answer prompt
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["config"]["layers"] == [2, 6] and summary["config"]["n_steps"] == 2
     assert summary["run"]["model"] == "some/model" and summary["run"]["limit"] == 3
@@ -80,6 +81,8 @@ def test_cli_errors_are_one_clear_line(tmp_path, monkeypatch, capsys):
 
 
 class _VizAnswerer:
+    adapter = FakeAdapter()
+
     def answer(self, images, questions, options=None, targets=None, method="focus", batch_size=None):
         import torch
 
@@ -89,6 +92,7 @@ class _VizAnswerer:
                                  [FakeRoi((w / 2, h / 2, w, h), 0.8, None)]],
                            relevance_maps=[torch.zeros(6, 6).index_put_((torch.tensor(5), torch.tensor(5)),
                                                                         torch.tensor(1.0)), torch.rand(6, 6)],
+                           map_extents=[(0, 0, w, h), (0, -h / 2, w, h * 1.5)],
                            forward_passes={"targets": 1, "relevance": 1, "verify": 3, "answer": 1},
                            timings={"answer": 0.1})]
 

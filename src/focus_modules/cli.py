@@ -205,7 +205,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         from focus_modules.eval.viz import render_result
 
         args.viz.parent.mkdir(parents=True, exist_ok=True)
-        render_result(image, result).save(args.viz)
+        render_result(image, result, map_extents=result.map_extents).save(args.viz)
     if args.json:
         print(json.dumps({
             "answer": result.answer,
@@ -236,7 +236,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     info = {"model": args.model, "data": str(args.data), "dtype": args.dtype, "device": args.device,
             "attn_implementation": args.attn_implementation, "seed": args.seed, "limit": args.limit}
     summary = run_eval(questions, answerer, args.out, dataset=args.dataset, method=args.method, config=config,
-                       batch_size=args.batch_size, summary=args.summary, info=info, progress=args.progress)
+                       batch_size=args.batch_size, summary=args.summary, info=info, progress=args.progress,
+                       prompt_of=answerer.adapter.answer_prompt)
     if summary is not None:
         print(format_summary(summary))
     return 0

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,6 +74,7 @@ def run_eval(
     summary: str | Path | None = None,
     info: Mapping[str, Any] | None = None,
     progress: bool = True,
+    prompt_of: Callable[[str, list[str]], str] = multiple_choice_text,
 ) -> dict[str, Any] | None:
     """Answer every question not yet in ``out``, then write the summary.
 
@@ -88,6 +89,8 @@ def run_eval(
         summary: the summary JSON path (default: ``out`` with ``.summary.json``).
         info: more facts for the summary's ``run`` entry (model, dtype, device, ...).
         progress: show a progress bar (rank 0 only) with the running accuracy.
+        prompt_of: the text the model is shown for a question and its options, recorded as
+            each row's ``prompt`` (FocusWrapper: ``fw.adapter.answer_prompt``).
 
     Returns:
         the summary on rank 0 (it covers the rows of ``questions`` only), ``None`` on the
@@ -117,7 +120,7 @@ def run_eval(
         target = out if world == 1 else shard_path(out, rank)
         with appender(target) as write, bar:
             for start in range(0, len(todo), batch_size):
-                for row in _answer_batch(todo[start:start + batch_size], answerer, method, rid):
+                for row in _answer_batch(todo[start:start + batch_size], answerer, method, rid, prompt_of):
                     write(row)
                     tally.add(row)
                     bar.update(1)
@@ -157,7 +160,9 @@ def _answered(out: Path, rid: str) -> dict[str, dict[str, Any]]:
     return done
 
 
-def _answer_batch(batch: list[Question], answerer: Answerer, method: str, rid: str) -> list[dict[str, Any]]:
+def _answer_batch(batch: list[Question], answerer: Answerer, method: str, rid: str,
+                  prompt_of: Callable[[str, list[str]], str]) -> list[dict[str, Any]]:
+    base = {q.id: _base_row(q, method, rid, prompt_of) for q in batch}
     rows: dict[str, dict[str, Any]] = {}
     images, ready = [], []
     for question in batch:
@@ -165,7 +170,7 @@ def _answer_batch(batch: list[Question], answerer: Answerer, method: str, rid: s
             images.append(question.load_image())
             ready.append(question)
         except ImageDecodeError as err:
-            rows[question.id] = _error_row(question, str(err), method, rid)
+            rows[question.id] = _error_row(base[question.id], str(err))
     if ready:
         start = time.perf_counter()
         results = answerer.answer(images, [q.question for q in ready], options=[list(q.options) for q in ready],
@@ -175,11 +180,12 @@ def _answer_batch(batch: list[Question], answerer: Answerer, method: str, rid: s
             raise RuntimeError(f"the answerer returned {len(results)} results for {len(ready)} questions")
         peak = _peak_gpu_memory_gb()
         for question, result in zip(ready, results):
-            rows[question.id] = _result_row(question, result, method, rid, seconds, peak)
+            rows[question.id] = _result_row(base[question.id], question, result, seconds, peak)
     return [rows[q.id] for q in batch]
 
 
-def _base_row(question: Question, method: str, rid: str) -> dict[str, Any]:
+def _base_row(question: Question, method: str, rid: str,
+              prompt_of: Callable[[str, list[str]], str]) -> dict[str, Any]:
     return {
         "id": question.id,
         "index": question.index,
@@ -187,7 +193,7 @@ def _base_row(question: Question, method: str, rid: str) -> dict[str, Any]:
         "groups": dict(question.groups),
         "question": question.question,
         "options": list(question.options),
-        "prompt": multiple_choice_text(question.question, question.options),
+        "prompt": prompt_of(question.question, list(question.options)),
         "label": question.label,
         "method": method,
         "run_id": rid,
@@ -195,9 +201,9 @@ def _base_row(question: Question, method: str, rid: str) -> dict[str, Any]:
     }
 
 
-def _error_row(question: Question, reason: str, method: str, rid: str) -> dict[str, Any]:
+def _error_row(base: dict[str, Any], reason: str) -> dict[str, Any]:
     return {
-        **_base_row(question, method, rid),
+        **base,
         "answer": None,
         "correct": False,
         "correct_lenient": False,
@@ -213,12 +219,12 @@ def _error_row(question: Question, reason: str, method: str, rid: str) -> dict[s
     }
 
 
-def _result_row(question: Question, result: Any, method: str, rid: str, seconds: float,
+def _result_row(base: dict[str, Any], question: Question, result: Any, seconds: float,
                 peak: float | None) -> dict[str, Any]:
     answer = result.answer
     forward_passes = {str(phase): int(count) for phase, count in dict(result.forward_passes).items()}
     return {
-        **_base_row(question, method, rid),
+        **base,
         "answer": answer,
         "correct": strict_letter(answer, question.letters) == question.label,
         "correct_lenient": lenient_letter(answer, question.letters) == question.label,

@@ -37,6 +37,8 @@ def render_result(image: Image.Image, result: Any, max_side: int = 768,
     Returns:
         an RGB image of size ``(panel_w * (1 + len(targets)), panel_h)``.
     """
+    if map_extents is not None and len(map_extents) != len(result.relevance_maps):
+        raise ValueError(f"got {len(map_extents)} map extents for {len(result.relevance_maps)} relevance maps")
     image = image.convert("RGB")
     scale = min(1.0, max_side / max(image.size))
     panel_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
