@@ -95,6 +95,8 @@ def test_damaged_middle_line_and_other_runs_are_refused(tmp_path):
     out.write_bytes(b"garbage\n" + b"".join(lines))
     with pytest.raises(ValueError, match="line 1 is not a result row"):
         run_eval(questions, FakeAnswerer(), out, dataset="hrbench", progress=False)
+    with pytest.raises(ValueError, match="repeated: \\['10'\\]"):
+        run_eval(questions + questions[:1], FakeAnswerer(), tmp_path / "new.jsonl", dataset="hrbench", progress=False)
 
 
 def test_leftover_shards_are_merged_by_a_single_process_run(tmp_path):

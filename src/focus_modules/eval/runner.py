@@ -97,12 +97,17 @@ def run_eval(
         other ranks.
 
     Raises:
-        ValueError: ``out`` holds rows of a different dataset/method/config.
+        ValueError: two questions share an id, or ``out`` holds rows of a different
+            dataset/method/config.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    seen: set[str] = set()
+    repeated = [q.id for q in questions if q.id in seen or seen.add(q.id)]
+    if repeated:
+        raise ValueError(f"question ids must be unique (runs resume by id); repeated: {repeated[:5]}")
     out = Path(out)
     config = config_dict(config)
     rid = run_id(dataset, method, config)
