@@ -98,3 +98,27 @@ def test_relevance_map_shape_follows_the_family(wrapper, batched):
             continue
         enc = adapter.encode_existence(image.convert("RGB"), result.targets[0])
         assert tuple(result.relevance_maps[0].shape) == enc.grid_hw
+
+
+@pytest.mark.parametrize("family", ["onevision", "qwen"])
+def test_focus_ask_loads_a_saved_tiny_model(family, tiny_onevision, tiny_qwen2_5_vl, tmp_path, capsys):
+    """``focus ask`` on the saved model and processor (``from_pretrained`` through
+    AutoModelForImageTextToText / AutoProcessor, offline) picks the family's adapter."""
+    import json
+
+    from focus_modules import cli
+
+    model, processor = tiny_onevision if family == "onevision" else tiny_qwen2_5_vl
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    image = tmp_path / "photo.png"
+    make_images()[0].save(image)
+    argv = ["ask", str(image), "What is the color of the cat?", "--option", "red", "--option", "blue",
+            "--model", str(tmp_path / "model"), "--device", "cpu", "--dtype", "float32", "--n-steps", "1",
+            "--set", "layers=2,4", "--json"]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert isinstance(printed["answer"], str) and printed["targets"]
+    width, height = make_images()[0].size
+    boxes = [roi["box"] for rois in printed["rois"] for roi in rois]
+    assert boxes and all(0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height for x1, y1, x2, y2 in boxes)
