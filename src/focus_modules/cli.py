@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import types
@@ -142,9 +143,10 @@ def build_answerer(model_id: str, dtype: str, device: str, attn_implementation: 
     from focus_modules.wrapper import FocusWrapper
 
     model, processor = load_model(model_id, dtype, device, attn_implementation)
-    family = adapter_for(model, processor).family
-    config = FocusConfig.preset(family, dataset=dataset, n_steps=n_steps, **overrides)
-    return FocusWrapper(model, processor, config), config
+    adapter = adapter_for(model, processor)
+    # The adapter's default is the family's Table 7 preset, its layer range fitted to the model.
+    config = dataclasses.replace(adapter.default_config(dataset=dataset, n_steps=n_steps), **overrides)
+    return FocusWrapper(model, processor, config, adapter=adapter), config
 
 
 # --------------------------------------------------------------------------------- commands
