@@ -106,6 +106,19 @@ class FinalView:
     boxes: list[Box]
 
 
+def patch_grid_size(vision_config) -> int:
+    """Tokens per side of one vision-encoder view: ``image_size // patch_size``.
+
+    Raises:
+        ValueError: if the image size is not a whole number of patches.
+    """
+    if vision_config.image_size % vision_config.patch_size:
+        raise ValueError(
+            f"vision image_size {vision_config.image_size} is not a multiple of patch_size {vision_config.patch_size}"
+        )
+    return vision_config.image_size // vision_config.patch_size
+
+
 class ModelAdapter(ABC):
     """Base class of model adapters; subclasses set :attr:`family` and :attr:`model_classes`.
 

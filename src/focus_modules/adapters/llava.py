@@ -19,7 +19,7 @@ from packaging.version import Version
 from PIL import Image
 from torch import nn
 
-from focus_modules.adapters.base import Batch, Encoding, FinalView, ModelAdapter
+from focus_modules.adapters.base import Batch, Encoding, FinalView, ModelAdapter, patch_grid_size
 from focus_modules.adapters.views import Box, expand_to_square
 from focus_modules.ops.boxes import CellGeometry, image_cell_mask
 
@@ -42,11 +42,7 @@ class LlavaAdapter(ModelAdapter):
         super().__init__(model, processor)
         config = model.config
         vision = config.vision_config
-        if vision.image_size % vision.patch_size:
-            raise ValueError(
-                f"vision image_size {vision.image_size} is not a multiple of patch_size {vision.patch_size}"
-            )
-        self.grid_size = vision.image_size // vision.patch_size
+        self.grid_size = patch_grid_size(vision)
         self.image_size = vision.image_size
         self.image_token_id = int(getattr(config, "image_token_id", None) or config.image_token_index)
         strategy = getattr(config, "vision_feature_select_strategy", "default")

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from focus_modules.adapters.base import Batch, Encoding
+from focus_modules.adapters.base import Batch, Encoding, patch_grid_size
 from focus_modules.adapters.multi_image import LocalGrid, MultiImageAdapter
 from focus_modules.ops.boxes import CellGeometry
 
@@ -51,16 +51,12 @@ class LlavaOnevisionAdapter(MultiImageAdapter):
         super().__init__(model, processor)
         config = model.config
         vision = config.vision_config
-        if vision.image_size % vision.patch_size:
-            raise ValueError(
-                f"vision image_size {vision.image_size} is not a multiple of patch_size {vision.patch_size}"
-            )
+        self.tokens_per_side = patch_grid_size(vision)
         if getattr(config, "vision_feature_select_strategy", "full") != "full":
             raise ValueError(
                 "the LLaVA-OneVision adapter expects vision_feature_select_strategy='full' (SigLIP has no CLS)"
             )
         self.tile_size = vision.image_size
-        self.tokens_per_side = vision.image_size // vision.patch_size
         self.pinpoints = [tuple(p) for p in config.image_grid_pinpoints]
         aspect = getattr(config, "vision_aspect_ratio", "anyres_max_9")
         if not aspect.startswith("anyres_max_"):
