@@ -48,16 +48,6 @@ def _guard(x, eps: tl.constexpr):
 
 
 @triton.jit
-def _target_row(head_ptr, target_ptr, b, num_targets, s, offs_d, d_ok, stride_vn, stride_vd, NORM_EPS: tl.constexpr):
-    """Unit-norm value row [1, D] of target slot ``s`` in one head; zeros for padding."""
-    pos = tl.load(target_ptr + b * num_targets + s, mask=s < num_targets, other=-1)
-    # [1, D] rather than [D]: its reduction stays inside a warp, like the tile's rows.
-    t = tl.load(head_ptr + tl.maximum(pos, 0).to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
-                mask=d_ok[None, :] & (pos >= 0), other=0.0).to(tl.float32)
-    return t * (1.0 / tl.maximum(tl.sqrt(tl.sum(t * t, axis=1)), NORM_EPS))[:, None]
-
-
-@triton.jit
 def _similarity_rows_kernel(
     values_ptr, target_ptr, mask_ptr, rows_ptr, partial_ptr, target_sum_ptr, done_ptr,
     num_layers, seq_len, num_heads, head_dim, num_targets, num_chunks,
@@ -97,9 +87,12 @@ def _similarity_rows_kernel(
         # beats per-target [BLOCK_N, D] accumulators reduced once (register pressure).
         for s in tl.static_range(S_BLOCK):
             if s < num_targets:
-                t_hat = _target_row(base + h * stride_vh, target_ptr, b, num_targets, s, offs_d, d_ok, stride_vn,
-                                    stride_vd, NORM_EPS)
-                cos = tl.sum(x * t_hat, axis=1) * inv_x  # [BLOCK_N]
+                pos = tl.load(target_ptr + b * num_targets + s)
+                # A [1, D] row keeps the target's reductions inside a warp, like the tile's rows.
+                t = tl.load(base + tl.maximum(pos, 0).to(tl.int64) * stride_vn + h * stride_vh
+                            + offs_d[None, :] * stride_vd, mask=d_ok[None, :] & (pos >= 0), other=0.0).to(tl.float32)
+                inv_t = 1.0 / tl.maximum(tl.sqrt(tl.sum(t * t, axis=1)), NORM_EPS)  # [1]
+                cos = tl.sum(x * t, axis=1) * inv_x * inv_t  # [BLOCK_N]
                 sim = tl.where(offs_s[None, :] == s, sim + cos[:, None], sim)
 
     if HAS_MASK:

@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "FocusConfig": "focus_modules.config",
     "RelevanceMap": "focus_modules.modules.relevance_map",
+    "RoiProposer": "focus_modules.modules.roi_proposer",
+    "RoiSet": "focus_modules.ops.propose_rois",
     "ExistenceScorer": "focus_modules.modules.existence",
     "ValueCapture": "focus_modules.modules.value_capture",
     "FocusWrapper": "focus_modules.wrapper",
