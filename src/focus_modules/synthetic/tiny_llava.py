@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from focus_modules import targets as target_text
 from focus_modules.adapters import base as adapter_base
@@ -134,3 +135,31 @@ def build_tiny_focus_llava(
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
     return model, processor
+
+
+# The checkpoint trained by ``python -m focus_modules.synthetic.train`` and shipped in the
+# package (model card: its README.md).
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "tiny-focus-llava"
+# Decoder layers whose values build the relevance map: the last half of the 6-layer LM, as the
+# paper's "last 25-60 %" advice (A.3) for a model outside Table 7.
+FOCUS_LAYERS = (3, 6)
+
+
+def load_tiny_focus_llava(path: str | Path = SHIPPED_CHECKPOINT):
+    """``(model, processor)`` of a trained tiny model (the shipped one by default), fp32, eval
+    mode, loaded with ``from_pretrained`` (no network)."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no checkpoint at {path} (config.json missing)")
+    model = LlavaForConditionalGeneration.from_pretrained(path).eval()
+    return model, AutoProcessor.from_pretrained(path)
+
+
+def tiny_focus_config(n_steps: int = 8):
+    """FocusConfig for the tiny model: LLaVA-1.5's V*Bench preset (Table 7) with
+    :data:`FOCUS_LAYERS`."""
+    from focus_modules.config import FocusConfig
+
+    return FocusConfig.preset("llava-1.5", dataset="vstar", n_steps=n_steps, layers=FOCUS_LAYERS)
