@@ -12,6 +12,7 @@ from torch import nn
 
 from focus_modules import FocusConfig, FocusWrapper
 from focus_modules.adapters import Encoding, ModelAdapter
+from focus_modules.ops.boxes import CellGeometry
 
 GRID = 12
 CELL = 16  # pixels per map cell; the map covers the whole image
@@ -101,7 +102,7 @@ class ScriptedAdapter(ModelAdapter):
             visual_positions=torch.arange(1, 1 + GRID * GRID),
             grid_hw=(GRID, GRID),
             valid_cells=torch.ones(GRID, GRID, dtype=torch.bool),
-            map_extent=(0.0, 0.0, float(SIZE), float(SIZE)),
+            geometry=CellGeometry(*(f[0] for f in CellGeometry.stretched([[SIZE, SIZE]], [[GRID, GRID]]))),
         )
 
     def encode_answer(self, view, question, options):

@@ -101,25 +101,23 @@ def test_cells_map_to_the_pixels_the_model_sees(adapter, size):
     enc = adapter.encode_existence(Image.new("RGB", size), "cat")
     colours = {(i, j): (20 * i + 5, 20 * j + 5, 128) for i in range(a) for j in range(a)}
     cells = torch.tensor([[j, i, j + 1, i + 1] for i in range(a) for j in range(a)], dtype=torch.float32)
-    boxes = adapter.cells_to_pixels(cells, (a, a), enc.map_extent, size).view(a, a, 4)
+    boxes = adapter.cells_to_pixels(cells, enc.geometry).view(a, a, 4)
     canvas = np.zeros((height, width, 3), np.uint8)
     for (i, j), colour in colours.items():
-        if enc.valid_cells[i, j]:
-            x1, y1, x2, y2 = boxes[i, j].tolist()
-            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
-            canvas[round(y1):round(y2), round(x1):round(x2)] = colour
-        else:  # a padding cell collapses to an empty box on the image border
-            x1, y1, x2, y2 = boxes[i, j].tolist()
-            assert x1 == x2 or y1 == y2
+        x1, y1, x2, y2 = boxes[i, j].tolist()
+        assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
+        canvas[round(y1):round(y2), round(x1):round(x2)] = colour
+        # a valid cell has its centre in the image; an invalid one in the padding
+        centre = enc.geometry.origin + (torch.tensor([j, i]) + 0.5) * enc.geometry.cell_size
+        inside = 0 <= centre[0] < width and 0 <= centre[1] < height
+        assert bool(enc.valid_cells[i, j]) == inside
     seen = unnormalize(adapter.encode_existence(Image.fromarray(canvas), "cat").model_inputs["pixel_values"],
                        adapter.image_processor)
     side, (left, top) = max(size), expand_to_square(Image.new("RGB", size), (0, 0, 0))[1]
     scale = adapter.image_size / side
     for (i, j), colour in colours.items():
-        if not enc.valid_cells[i, j]:
-            continue
         x1, y1, x2, y2 = boxes[i, j].tolist()
-        if min(x2 - x1, y2 - y1) < 2:  # too thin to survive resampling untouched
+        if min(x2 - x1, y2 - y1) < 2:  # (almost) all padding, or too thin to survive resampling
             continue
         # centre of the cell's visible part, in the model's input
         px = int(((x1 + x2) / 2 + left) * scale)
@@ -127,30 +125,37 @@ def test_cells_map_to_the_pixels_the_model_sees(adapter, size):
         assert (j * adapter.image_size // a) <= px < ((j + 1) * adapter.image_size // a)
         assert (i * adapter.image_size // a) <= py < ((i + 1) * adapter.image_size // a)
         torch.testing.assert_close(seen[py, px], torch.tensor(colour, dtype=torch.float32), atol=6, rtol=0)
-    # padding cells show the processor's mean colour
+    # cells wholly in the padding show the processor's mean colour
     background = torch.tensor(adapter.background_color, dtype=torch.float32)
     cell_px = adapter.image_size // a
     for i, j in (~enc.valid_cells).nonzero().tolist():
-        torch.testing.assert_close(seen[i * cell_px + cell_px // 2, j * cell_px + cell_px // 2], background,
-                                   atol=4, rtol=0)
+        x1, y1, x2, y2 = boxes[i, j].tolist()
+        if x1 == x2 or y1 == y2:
+            torch.testing.assert_close(seen[i * cell_px + cell_px // 2, j * cell_px + cell_px // 2], background,
+                                       atol=4, rtol=0)
 
 
 @pytest.mark.parametrize("size", [(320, 200), (200, 320), (250, 250)])
 def test_pixel_box_round_trip(adapter, size):
+    from focus_modules.ops.boxes import CellGeometry, pixels_to_cells
+
     enc = adapter.encode_existence(Image.new("RGB", size), "cat")
     a = adapter.grid_size
-    x1, y1, x2, y2 = enc.map_extent
-    # padding offsets: the map covers the centred square
+    # llava-hf's processors keep the whole square: the geometry is the padded square's.
+    reference = CellGeometry.padded_square([size], [[a, a]])
+    for field, expected in zip(enc.geometry, reference):
+        torch.testing.assert_close(field, expected[0])
     side = max(size)
-    assert (x2 - x1, y2 - y1) == (side, side)
-    assert (-x1, -y1) == ((side - size[0]) // 2, (side - size[1]) // 2)
+    assert tuple(-enc.geometry.origin) == ((side - size[0]) // 2, (side - size[1]) // 2)
     pixels = torch.tensor([[10.0, 20.0, 180.0, 150.0], [0.0, 0.0, size[0], size[1]]])
-    cells = (pixels - torch.tensor([x1, y1, x1, y1])) * a / side
-    torch.testing.assert_close(adapter.cells_to_pixels(cells, (a, a), enc.map_extent, size), pixels)
+    cells = pixels_to_cells(pixels, enc.geometry)
+    torch.testing.assert_close(adapter.cells_to_pixels(cells, enc.geometry), pixels)
+    # downsampled maps: a cell spans `downsample` map cells
+    torch.testing.assert_close(adapter.cells_to_pixels(cells / 2, enc.geometry, downsample=2), pixels)
     rows, cols = enc.valid_cells.any(1), enc.valid_cells.any(0)
-    pad_cells = ((side - size[1]) // 2) * a // side, ((side - size[0]) // 2) * a // side
-    assert int((~rows).sum()) in (2 * pad_cells[0], 2 * pad_cells[0] + 1)
-    assert int((~cols).sum()) in (2 * pad_cells[1], 2 * pad_cells[1] + 1)
+    pad = ((side - size[1]) // 2 * a / side, (side - size[0]) // 2 * a / side)  # padding, in cells
+    assert int((~rows).sum()) == 2 * round(pad[0])
+    assert int((~cols).sum()) == 2 * round(pad[1])
 
 
 def test_yes_no_ids_and_prompts(adapter, tiny_llava):
@@ -161,7 +166,8 @@ def test_yes_no_ids_and_prompts(adapter, tiny_llava):
     text, offset = adapter.existence_prompt("red car")
     assert text == "Is there a red car in the image? Answer Yes or No." and text[offset:].startswith("red car")
     assert adapter.answer_prompt("What is it?", None) == "What is it?"
-    assert adapter.answer_prompt("What is it?", ["cat", "dog"]) == f"What is it?\n(A) cat\n(B) dog\n{OPTIONS_INSTRUCTION}"
+    expected = f"What is it?\n(A) cat\n(B) dog\n{OPTIONS_INSTRUCTION}"
+    assert adapter.answer_prompt("What is it?", ["cat", "dog"]) == expected
     assert adapter.default_config().layers == (14, 32)
     assert adapter.num_layers() == 4
 

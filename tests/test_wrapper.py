@@ -47,7 +47,7 @@ def config():
 @pytest.fixture(scope="module")
 def wrapper(tiny_llava, config):
     model, processor = tiny_llava
-    return FocusWrapper(model, processor, config, max_new_tokens=6)
+    return FocusWrapper(model, processor, config, max_new_tokens=4, target_max_new_tokens=8)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,9 @@ def test_results_are_well_formed(batched, config):
         assert result.targets and all(isinstance(t, str) and t for t in result.targets)
         assert result.question_type == (2 if question.startswith("How many") else 1)
         assert len(result.rois) == len(result.relevance_maps) == len(result.map_extents) == len(result.targets)
+        for x1, y1, x2, y2 in result.map_extents:  # the padded square around the image
+            assert x1 <= 0 and y1 <= 0 and x2 >= width and y2 >= height
+            assert x2 - x1 == y2 - y1 == max(width, height)
         for rois, m in zip(result.rois, result.relevance_maps):
             assert m.shape == (12, 12) and m.dtype == torch.float32
             assert torch.isclose(m.sum(), torch.tensor(1.0), atol=1e-5)

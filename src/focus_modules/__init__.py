@@ -20,6 +20,8 @@ _EXPORTS = {
     "Roi": "focus_modules.wrapper",
     "ModelAdapter": "focus_modules.adapters",
     "register_adapter": "focus_modules.adapters",
+    "load_dataset": "focus_modules.eval",
+    "run_eval": "focus_modules.eval",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -287,12 +287,13 @@ class FocusWrapper:
         for p, ((job, t), enc) in enumerate(zip(pairs, encodings)):
             h, w = enc.grid_hw
             job.result.relevance_maps.append(maps[p, :h, :w].float().cpu())
-            job.result.map_extents.append(tuple(float(v) for v in enc.map_extent))
+            origin, cell = enc.geometry.origin, enc.geometry.cell_size
+            far = origin + cell * torch.tensor([w, h], dtype=cell.dtype)
+            job.result.map_extents.append((*origin.tolist(), *far.tolist()))
             keep = rois.valid[p]
-            pixels = self.adapter.cells_to_pixels(
-                rois.boxes[p][keep].cpu(), rois.cell_hw[p].tolist(), enc.map_extent, job.image.size)
+            pixels = self.adapter.cells_to_pixels(rois.boxes[p][keep].cpu(), enc.geometry, self.config.downsample)
             scores = rois.scores[p][keep].tolist()
-            job.result.rois.append([Roi(tuple(float(v) for v in box), float(s)) for box, s in zip(pixels.tolist(), scores)])
+            job.result.rois.append([Roi(tuple(box), float(s)) for box, s in zip(pixels.tolist(), scores)])
             job.verified.append(0)
         self._account("relevance", [job for job, _ in pairs], start)
 

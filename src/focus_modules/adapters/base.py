@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from focus_modules import targets as target_text
 from focus_modules.config import FocusConfig
 from focus_modules.modules.value_capture import find_decoder_layers
+from focus_modules.ops import boxes as box_ops
+from focus_modules.ops.boxes import CellGeometry
 from focus_modules.adapters.views import (
     Box,
     crop,
@@ -50,9 +52,10 @@ class Encoding:
         visual_positions: ``[V]`` positions of the visual tokens the map is built from, in
             row-major grid order (existence prompts only).
         grid_hw: ``(h, w)`` of the map, ``h * w == V``.
-        valid_cells: ``[h, w]`` bool, False for cells that show only padding.
-        map_extent: ``(x1, y1, x2, y2)`` in pixels of the ORIGINAL image covered by the full
-            ``h x w`` map (it extends past the image where the model's view is padded).
+        valid_cells: ``[h, w]`` bool, False for cells that must not be anchors (padding).
+        geometry: where the map's cells lie in the ORIGINAL image (``CellGeometry`` with
+            fields of shape ``[2]``; the grid extends past the image where the model's view
+            is padded).
     """
 
     input_ids: Tensor
@@ -61,7 +64,7 @@ class Encoding:
     visual_positions: Tensor | None = None
     grid_hw: tuple[int, int] | None = None
     valid_cells: Tensor | None = None
-    map_extent: Box | None = None
+    geometry: CellGeometry | None = None
 
 
 @dataclass
@@ -264,19 +267,13 @@ class ModelAdapter(ABC):
             found.append(sorted(ids))
         return found[0], found[1]
 
-    def cells_to_pixels(self, boxes: Tensor, cell_hw: Sequence[int], map_extent: Box,
-                        image_size: tuple[int, int]) -> Tensor:
-        """Map-cell boxes ``[K, 4]`` (xyxy, x2/y2 exclusive, on a map of ``cell_hw`` cells that
-        covers ``map_extent``) to float pixel boxes of the original ``(width, height)`` image,
-        clipped to it."""
-        h, w = (int(v) for v in cell_hw)
-        x1, y1, x2, y2 = map_extent
-        scale = boxes.new_tensor([(x2 - x1) / w, (y2 - y1) / h] * 2)
-        origin = boxes.new_tensor([x1, y1] * 2)
-        pixels = boxes.float() * scale + origin
-        width, height = image_size
-        return torch.stack([pixels[:, 0].clamp(0, width), pixels[:, 1].clamp(0, height),
-                            pixels[:, 2].clamp(0, width), pixels[:, 3].clamp(0, height)], dim=1)
+    def cells_to_pixels(self, boxes: Tensor, geometry: CellGeometry, downsample: int = 1) -> Tensor:
+        """``[K, 4]`` map-cell boxes (xyxy, x2/y2 exclusive, on the map downsampled by
+        ``downsample``) -> ``[K, 4]`` float pixel boxes of the original image, clipped to it.
+        ``geometry`` is the map's own (an :class:`Encoding`'s); the arithmetic is
+        :func:`focus_modules.ops.boxes.cells_to_pixels`."""
+        scaled = geometry._replace(cell_size=geometry.cell_size * downsample)
+        return box_ops.cells_to_pixels(boxes, scaled)
 
     @property
     def background_color(self) -> tuple[int, int, int]:

@@ -4,15 +4,14 @@ LLaVA-1.5 sees one global view: the image is padded to a square with the image p
 mean colour (LLaVA's ``expand2square``; the HF processor's default centre crop would cut off
 the sides), resized to the vision tower's resolution, and encoded as ``a x a`` patch tokens
 (24 x 24 = 576 for CLIP ViT-L/14-336) that sit contiguously, row-major, where the prompt's
-``<image>`` placeholder was. The relevance map is that ``a x a`` grid; cells that show only
-padding are excluded from anchors; a cell maps back to pixels through the padding offset and
-the scale of the square.
+``<image>`` placeholder was. The relevance map is that ``a x a`` grid; cells whose centre lies
+in the padding are excluded from anchors; a cell maps back to pixels through the padding
+offset and the scale of the square.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import transformers
@@ -22,6 +21,7 @@ from torch import nn
 
 from focus_modules.adapters.base import Batch, Encoding, FinalView, ModelAdapter
 from focus_modules.adapters.views import Box, expand_to_square
+from focus_modules.ops.boxes import CellGeometry, image_cell_mask
 
 # Before 4.48, LLaVA sends any prompt with fewer image tokens than `image_seq_length` (a
 # text-only one too) down a legacy expansion path that fails without pixels.
@@ -30,15 +30,6 @@ LEGACY_TEXT_ONLY = Version(transformers.__version__) < Version("4.48")
 # The conversation format of LLaVA-1.5 (llava-hf chat template), used when a processor
 # carries no chat template; it renders the same string as the template.
 LLAVA_FORMAT = "USER: {images}{text} ASSISTANT:"
-
-
-@dataclass(frozen=True)
-class SquareView:
-    """Where the model's square view lies in the original image: the map covers
-    ``extent`` (pixels of the original, past its borders where padded)."""
-
-    image_size: tuple[int, int]
-    extent: Box
 
 
 class LlavaAdapter(ModelAdapter):
@@ -52,7 +43,9 @@ class LlavaAdapter(ModelAdapter):
         config = model.config
         vision = config.vision_config
         if vision.image_size % vision.patch_size:
-            raise ValueError(f"vision image_size {vision.image_size} is not a multiple of patch_size {vision.patch_size}")
+            raise ValueError(
+                f"vision image_size {vision.image_size} is not a multiple of patch_size {vision.patch_size}"
+            )
         self.grid_size = vision.image_size // vision.patch_size
         self.image_size = vision.image_size
         self.image_token_id = int(getattr(config, "image_token_id", None) or config.image_token_index)
@@ -70,17 +63,23 @@ class LlavaAdapter(ModelAdapter):
 
     # --- images ---------------------------------------------------------------------------------
 
-    def prepare_image(self, image: Image.Image) -> tuple[Image.Image, SquareView]:
-        """Pad to a square with the mean colour; return it and where the map lies."""
+    def prepare_image(self, image: Image.Image) -> tuple[Image.Image, CellGeometry]:
+        """Pad to a square with the mean colour; return it and where the ``a x a`` map's cells
+        lie in ``image``."""
         square, (left, top) = expand_to_square(image, self.background_color)
         side = square.width
         x1, y1, x2, y2 = self._visible_fraction()
-        extent = (x1 * side - left, y1 * side - top, x2 * side - left, y2 * side - top)
-        return square, SquareView(image.size, extent)
+        a = self.grid_size
+        geometry = CellGeometry(
+            origin=torch.tensor([x1 * side - left, y1 * side - top], dtype=torch.float64),
+            cell_size=torch.tensor([(x2 - x1) * side / a, (y2 - y1) * side / a], dtype=torch.float64),
+            image_size=torch.tensor(image.size, dtype=torch.float64),
+        )
+        return square, geometry
 
     def _visible_fraction(self) -> Box:
         """Part of a square input that survives the image processor's resize and centre crop,
-        as fractions of its side."""
+        as fractions of its side ((0, 0, 1, 1) for llava-hf's processors)."""
         ip = self.image_processor
         size = dict(ip.size)
         if "shortest_edge" in size:
@@ -103,16 +102,11 @@ class LlavaAdapter(ModelAdapter):
             )
         return pixels
 
-    def valid_cells(self, view: SquareView) -> torch.Tensor:
-        """``[a, a]`` bool: cells that overlap the original image (not only padding)."""
+    def valid_cells(self, geometry: CellGeometry) -> torch.Tensor:
+        """``[a, a]`` bool: cells whose centre lies in the image, not in the padding."""
         a = self.grid_size
-        width, height = view.image_size
-        x1, y1, x2, y2 = view.extent
-        edges_x = torch.linspace(x1, x2, a + 1, dtype=torch.float64)
-        edges_y = torch.linspace(y1, y2, a + 1, dtype=torch.float64)
-        cols = (edges_x[1:] > 0) & (edges_x[:-1] < width)
-        rows = (edges_y[1:] > 0) & (edges_y[:-1] < height)
-        return rows[:, None] & cols[None, :]
+        batched = CellGeometry(*(field[None] for field in geometry))
+        return image_cell_mask(batched, torch.tensor([[a, a]]), a, a)[0]
 
     # --- prompts ----------------------------------------------------------------------------------
 
@@ -146,6 +140,8 @@ class LlavaAdapter(ModelAdapter):
         positions = []
         if span is not None:
             text_start = prompt.rfind(text)
+            if text_start < 0:
+                raise ValueError(f"the chat template changed the user text {text!r}: {prompt!r}")
             start, end = text_start + span[0], text_start + span[1]
             positions = [expanded(i) for i in self.token_positions(encoded["offset_mapping"], start, end)]
             if not positions:
@@ -159,7 +155,7 @@ class LlavaAdapter(ModelAdapter):
         return Encoding(ids)
 
     def encode_existence(self, image: Image.Image, target: str) -> Encoding:
-        square, view = self.prepare_image(image)
+        square, geometry = self.prepare_image(image)
         text, offset = self.existence_prompt(target)
         ids, (block,), target_positions = self._tokenize(text, [square], (offset, offset + len(target)))
         start = block + self.num_prefix_tokens
@@ -170,8 +166,8 @@ class LlavaAdapter(ModelAdapter):
             target_positions=torch.tensor(target_positions, dtype=torch.long),
             visual_positions=torch.arange(start, start + a * a),
             grid_hw=(a, a),
-            valid_cells=self.valid_cells(view),
-            map_extent=view.extent,
+            valid_cells=self.valid_cells(geometry),
+            geometry=geometry,
         )
 
     def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:

@@ -1,0 +1,280 @@
+"""The ``focus`` command (DESIGN.md §7).
+
+    focus ask IMAGE "QUESTION" [--option TEXT]... --model PATH_OR_ID [--method focus|vanilla]
+              [--n-steps N] [--set FIELD=VALUE]... [--viz OUT.png] [--json]
+    focus eval --model PATH_OR_ID --dataset vstar|hrbench|mme-rw-lite --data PATH
+               [--method focus|vanilla] [--n-steps N] [--set FIELD=VALUE]... [--limit N]
+               --out RESULTS.jsonl [--summary SUMMARY.json]
+
+``--set`` overrides any FocusConfig field, converted to the field's type
+(``--set layers=2,6 --set k=15 --set smooth_sigma=none``). Run ``focus eval`` under
+``torchrun --nproc_per_node=G`` to split a benchmark over G GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from focus_modules.config import DATASETS, FocusConfig
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+METHODS = ("focus", "vanilla")
+
+
+# ------------------------------------------------------------------------- config overrides
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["layers=2,6", "k=15"]`` -> ``{"layers": (2, 6), "k": 15}``, typed by FocusConfig.
+
+    Raises:
+        ValueError: an item is not ``FIELD=VALUE``, names no FocusConfig field, or its value
+            does not convert to the field's type.
+    """
+    hints = typing.get_type_hints(FocusConfig)
+    overrides = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        if name not in hints:
+            raise ValueError(f"--set {item!r}: FocusConfig has no field {name!r}; fields: {', '.join(hints)}")
+        try:
+            overrides[name] = _convert(text.strip(), hints[name])
+        except ValueError as err:
+            raise ValueError(f"--set {item!r}: {name} expects {_type_name(hints[name])} ({err})") from None
+    return overrides
+
+
+def _convert(text: str, hint: Any) -> Any:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null"):
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _convert(text, hint)
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{text!r} is not a boolean")
+    if hint in (int, float, str):
+        return hint(text)
+    if typing.get_origin(hint) is tuple:
+        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
+        kinds = [args[0]] * len(parts) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(kinds) != len(parts):
+            raise ValueError(f"expected {len(kinds)} comma-separated values, got {len(parts)}")
+        return tuple(_convert(p.strip(), k) for p, k in zip(parts, kinds))
+    raise ValueError(f"cannot parse a value of type {hint}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
+
+
+# ---------------------------------------------------------------------------- model loading
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``cuda`` when available else ``cpu``; under torchrun, ``cuda`` means this
+    rank's GPU (``cuda:LOCAL_RANK``)."""
+    import torch
+
+    from focus_modules.eval.distributed import local_rank, rank_and_world
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and rank_and_world()[1] > 1:
+        device = f"cuda:{local_rank()}"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    return device
+
+
+def load_model(model_id: str, dtype: str = "auto", device: str = "auto", attn_implementation: str = "sdpa"):
+    """Load an image-text-to-text model and its processor from a local folder or a hub id.
+
+    A local folder needs no network. ``flash_attention_2`` needs the ``flash-attn`` package
+    (``pip install focus-modules[flash]``).
+
+    Returns:
+        ``(model, processor)``, the model in eval mode on ``device``.
+    """
+    import importlib.util
+
+    import torch
+    import transformers
+    from packaging.version import Version
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"--attn-implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
+    if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError("--attn-implementation flash_attention_2 needs flash-attn: pip install 'focus-modules[flash]'")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
+    device = resolve_device(device)
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    # transformers 4.56 renamed `torch_dtype` to `dtype`.
+    dtype_kwarg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_id, attn_implementation=attn_implementation, **{dtype_kwarg: torch_dtype})
+    processor = AutoProcessor.from_pretrained(model_id)
+    return model.to(device).eval(), processor
+
+
+def build_answerer(model_id: str, dtype: str, device: str, attn_implementation: str, dataset: str | None,
+                   n_steps: int, overrides: dict[str, Any]):
+    """Load the model and wrap it: returns ``(FocusWrapper, FocusConfig)``."""
+    from focus_modules.adapters import adapter_for
+    from focus_modules.wrapper import FocusWrapper
+
+    model, processor = load_model(model_id, dtype, device, attn_implementation)
+    family = adapter_for(model, processor).family
+    config = FocusConfig.preset(family, dataset=dataset, n_steps=n_steps, **overrides)
+    return FocusWrapper(model, processor, config), config
+
+
+# --------------------------------------------------------------------------------- commands
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="local model folder or hub id")
+    parser.add_argument("--method", choices=METHODS, default="focus", help="FOCUS or the plain model (default focus)")
+    parser.add_argument("--n-steps", type=int, default=8, help="ROIs verified per target (Table 7; default 8)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a FocusConfig field, e.g. --set layers=2,6 --set k=15 (repeatable)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--attn-implementation", choices=ATTN_IMPLEMENTATIONS, default="sdpa",
+                        help="attention kernel (default sdpa; flash_attention_2 needs flash-attn)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="focus", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ask = commands.add_parser("ask", help="answer one question about one image")
+    ask.add_argument("image", help="image file")
+    ask.add_argument("question", help="the question")
+    ask.add_argument("--option", dest="options", action="append", default=None, metavar="TEXT",
+                     help="a multiple-choice option (repeat; shown as (A), (B), ...)")
+    _add_model_arguments(ask)
+    ask.add_argument("--viz", type=Path, metavar="OUT.png", help="write the image, the ROIs and the relevance maps")
+    ask.add_argument("--json", action="store_true", help="print the targets, ROIs, FPs and timings as JSON")
+    ask.set_defaults(run=cmd_ask)
+
+    ev = commands.add_parser("eval", help="run a benchmark; resumable; splits over GPUs under torchrun")
+    _add_model_arguments(ev)
+    ev.add_argument("--dataset", choices=DATASETS, required=True)
+    ev.add_argument("--data", type=Path, required=True, help="benchmark folder or file (layouts: README)")
+    ev.add_argument("--limit", type=int, help="only the first N questions")
+    ev.add_argument("--out", type=Path, required=True, metavar="RESULTS.jsonl",
+                    help="one JSON line per question; rerun with the same file to resume")
+    ev.add_argument("--summary", type=Path, metavar="SUMMARY.json",
+                    help="metrics + config (default: RESULTS.summary.json beside --out)")
+    ev.add_argument("--batch-size", type=int, default=1, help="questions per model call (default 1)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of V*Bench's option order (default 0)")
+    ev.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    ev.set_defaults(run=cmd_eval)
+    return parser
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from focus_modules.eval.images import load_image_file
+    from focus_modules.eval.runner import config_dict
+
+    image = load_image_file(args.image)
+    answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, None,
+                                      args.n_steps, parse_overrides(args.overrides))
+    options = [args.options] if args.options else None
+    (result,) = answerer.answer([image], [args.question], options=options, method=args.method)
+    if args.viz:
+        from focus_modules.eval.viz import render_result
+
+        args.viz.parent.mkdir(parents=True, exist_ok=True)
+        render_result(image, result, map_extents=result.map_extents).save(args.viz)
+    if args.json:
+        print(json.dumps({
+            "answer": result.answer,
+            "targets": list(result.targets),
+            "question_type": result.question_type,
+            "rois": [[{"box": [float(v) for v in roi.box], "relevance": float(roi.relevance),
+                       "confidence": None if roi.confidence is None else float(roi.confidence)} for roi in rois]
+                     for rois in result.rois],
+            "forward_passes": dict(result.forward_passes),
+            "timings": dict(result.timings),
+            "config": config_dict(config),
+        }, indent=2))
+    else:
+        print(result.answer)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from focus_modules.eval.datasets import load_dataset
+    from focus_modules.eval.runner import run_eval
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    questions = load_dataset(args.dataset, args.data, seed=args.seed)[: args.limit]
+    overrides = parse_overrides(args.overrides)
+    answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, args.dataset,
+                                      args.n_steps, overrides)
+    info = {"model": args.model, "data": str(args.data), "dtype": args.dtype, "device": args.device,
+            "attn_implementation": args.attn_implementation, "seed": args.seed, "limit": args.limit}
+    summary = run_eval(questions, answerer, args.out, dataset=args.dataset, method=args.method, config=config,
+                       batch_size=args.batch_size, summary=args.summary, info=info, progress=args.progress,
+                       prompt_of=answerer.adapter.answer_prompt)
+    if summary is not None:
+        print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few human lines for the end of ``focus eval``."""
+
+    def pct(value):
+        return "-" if value is None else f"{value:.2f}%"
+
+    def num(value, unit=""):
+        return "-" if value is None else f"{value:.2f}{unit}"
+
+    lines = [
+        f"{summary['dataset']} / {summary['method']}: accuracy {pct(summary['accuracy'])} "
+        f"(lenient {pct(summary['accuracy_lenient'])}) on {summary['n']} of {summary['n_questions']} questions, "
+        f"{summary['errors']} errors",
+        "  " + ", ".join(f"{name} {pct(v['accuracy'])}" for name, v in summary["per_category"].items()),
+        *("  " + ", ".join(f"{value} {pct(v['accuracy'])}" for value, v in values.items())
+          for name, values in summary["per_group"].items() if name != "cycle"),
+        f"  search FPs {num(summary['fp_search_mean'])}/question, {num(summary['seconds_mean'], ' s')}/question"
+        + (f", peak GPU memory {summary['peak_gpu_memory_gb']:.2f} GiB" if summary["peak_gpu_memory_gb"] else ""),
+    ]
+    if summary.get("roi_recall") is not None:
+        lines.append(f"  ROI recall {pct(summary['roi_recall'])}, top-ROI recall {pct(summary['top_roi_recall'])}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"focus {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Metrics of the paper (A.2, Sec. 4.3) computed from result rows (one dict per question).
+
+Accuracies are percentages, the unweighted mean over questions (A.2). A question whose image
+could not be decoded (an error row) counts as answered wrongly: it is in ``n`` and in the
+denominators, so a broken file can never raise the accuracy; ``errors`` says how many there
+were. Efficiency numbers (forward passes, seconds) are means over the rows without an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+# Phases whose forward passes make up the paper's "visual search FPs" (A.2): the final answer's
+# passes are excluded because inference schemes differ there (C.5).
+SEARCH_PHASES = ("relevance", "verify")
+# A proposed ROI "recalls" a GT box when it covers at least this fraction of the box (Sec. 4.3).
+RECALL_COVERAGE = 0.5
+
+
+def strict_letter(answer: str | None, letters: str) -> str | None:
+    """The answer as an option letter under A.2's strict protocol: the whole output, stripped
+    of surrounding whitespace, must be one of ``letters``; ``"(A)"`` or ``"The answer is A"``
+    give ``None``."""
+    if answer is None:
+        return None
+    text = answer.strip()
+    return text if len(text) == 1 and text in letters else None
+
+
+def lenient_letter(answer: str | None, letters: str) -> str | None:
+    """The first standalone option letter in the answer (not part of a longer word), e.g.
+    ``"(B) red"`` -> ``"B"``, ``"Answer: C."`` -> ``"C"``; ``None`` if there is none."""
+    if answer is None or not letters:
+        return None
+    match = re.search(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", answer)
+    return match.group(1) if match else None
+
+
+def box_coverage(box: Sequence[float], gt: Sequence[float]) -> float:
+    """Fraction of the area of ``gt`` covered by ``box`` (both ``(x1, y1, x2, y2)``)."""
+    width = min(box[2], gt[2]) - max(box[0], gt[0])
+    height = min(box[3], gt[3]) - max(box[1], gt[1])
+    area = (gt[2] - gt[0]) * (gt[3] - gt[1])
+    if width <= 0 or height <= 0 or area <= 0:
+        return 0.0
+    return width * height / area
+
+
+def roi_hits(rois: Sequence[Sequence[Mapping[str, Any]]], gt_boxes: Sequence[Sequence[float]],
+             top_only: bool = False) -> list[bool]:
+    """For each GT box: is it covered to at least 50 % by one of the proposed ROIs?
+
+    Args:
+        rois: per target, its ROIs best first, each a mapping with ``"box"`` (xyxy pixels).
+            The ROIs of all targets are pooled, since the targets named by the model need not
+            match the GT objects one to one.
+        gt_boxes: ``(x1, y1, x2, y2)`` boxes in pixels.
+        top_only: use only the best ROI of each target (the one the answer is built from).
+    """
+    boxes = [roi["box"] for target in rois for roi in (target[:1] if top_only else target)]
+    return [any(box_coverage(box, gt) >= RECALL_COVERAGE for box in boxes) for gt in gt_boxes]
+
+
+def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Every metric of a run, from its rows.
+
+    Rows need ``category``, ``correct``, ``correct_lenient``, ``error``; rows without an
+    error also ``forward_passes`` (phase -> count), ``seconds``; optionally ``groups``
+    (name -> value), ``gt_boxes`` + ``rois`` + ``method`` (ROI recall of ``"focus"`` rows)
+    and ``peak_gpu_memory_gb``.
+
+    Returns:
+        ``n``, ``accuracy``, ``accuracy_lenient`` (percent), ``per_category`` and
+        ``per_group`` (``{"n", "accuracy", "accuracy_lenient"}`` per category / group value),
+        ``errors`` (count) and ``error_ids``, ``fp_search_mean`` (relevance + verify),
+        ``fp_per_phase_mean``, ``fp_total_mean``, ``seconds_mean``, ``peak_gpu_memory_gb``
+        (max over rows, ``None`` off CUDA), ``roi_recall`` and ``top_roi_recall`` (percent of
+        GT boxes, ``None`` without GT boxes) with ``roi_recall_boxes``.
+    """
+    rows = list(rows)
+    answered = [r for r in rows if not r.get("error")]
+    per_group: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    per_category: dict[str, list] = defaultdict(list)
+    for row in rows:
+        per_category[row["category"]].append(row)
+        for name, value in (row.get("groups") or {}).items():
+            per_group[name][value].append(row)
+
+    phases = sorted({phase for r in answered for phase in r.get("forward_passes", {})})
+    fp_per_phase = {p: _mean([r["forward_passes"].get(p, 0) for r in answered]) for p in phases}
+    hits, top_hits = [], []
+    for row in answered:
+        if row.get("method") == "focus" and row.get("gt_boxes"):
+            hits += roi_hits(row.get("rois") or [], row["gt_boxes"])
+            top_hits += roi_hits(row.get("rois") or [], row["gt_boxes"], top_only=True)
+    peaks = [r["peak_gpu_memory_gb"] for r in rows if r.get("peak_gpu_memory_gb") is not None]
+    return {
+        "n": len(rows),
+        **_accuracies(rows),
+        "per_category": {name: {"n": len(group), **_accuracies(group)} for name, group in sorted(per_category.items())},
+        "per_group": {
+            name: {value: {"n": len(group), **_accuracies(group)} for value, group in sorted(values.items())}
+            for name, values in sorted(per_group.items())
+        },
+        "errors": len(rows) - len(answered),
+        "error_ids": [r["id"] for r in rows if r.get("error")],
+        "fp_search_mean": _mean([sum(r["forward_passes"].get(p, 0) for p in SEARCH_PHASES) for r in answered]),
+        "fp_per_phase_mean": fp_per_phase,
+        "fp_total_mean": _mean([sum(r["forward_passes"].values()) for r in answered]),
+        "seconds_mean": _mean([r["seconds"] for r in answered]),
+        "peak_gpu_memory_gb": max(peaks) if peaks else None,
+        "roi_recall": _percent(hits),
+        "top_roi_recall": _percent(top_hits),
+        "roi_recall_boxes": len(hits),
+    }
+
+
+def _accuracies(rows: list[Mapping[str, Any]]) -> dict[str, float | None]:
+    return {
+        "accuracy": _percent([bool(r.get("correct")) for r in rows]),
+        "accuracy_lenient": _percent([bool(r.get("correct_lenient")) for r in rows]),
+    }
+
+
+def _percent(flags: list[bool]) -> float | None:
+    return 100.0 * sum(flags) / len(flags) if flags else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None

@@ -1,0 +1,95 @@
+"""One picture of a FOCUS answer: the image with the chosen ROIs, then one panel per target
+with its object relevance map laid over the image. Pure PIL (no matplotlib needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+# One colour per target (cycled), readable over photos.
+TARGET_COLORS = ((255, 64, 64), (64, 160, 255), (64, 220, 96), (255, 200, 0), (220, 96, 255), (0, 220, 220))
+HEAT_COLOR = (255, 40, 0)
+HEAT_MAX_ALPHA = 170
+
+
+def render_result(image: Image.Image, result: Any, max_side: int = 768,
+                  map_extents: Sequence[Sequence[float]] | None = None) -> Image.Image:
+    """Draw ``result`` (a FocusWrapper result) over ``image``.
+
+    Panel 0 shows the image with, for every target, its best ROI (thick) and its other
+    verified ROIs (thin). Panel ``t + 1`` shows target ``t``'s relevance map as a red overlay
+    (min-max normalised, bilinear) with that target's ROIs. Panels are ``image`` scaled so
+    that its longer side is at most ``max_side`` (never enlarged), side by side.
+
+    Args:
+        image: the original image (ROI boxes are in its pixels).
+        result: has ``targets``, ``rois`` (per target, Roi with ``box``/``confidence``) and
+            ``relevance_maps`` (per target, ``(h, w)`` tensor).
+        max_side: longest side of a panel in pixels.
+        map_extents: per target, the box ``(x1, y1, x2, y2)`` in original pixels that its map
+            spans (it may reach outside the image, e.g. a map over a padded square); ``None``
+            means the map spans the image.
+
+    Returns:
+        an RGB image of size ``(panel_w * (1 + len(targets)), panel_h)``.
+    """
+    if map_extents is not None and len(map_extents) != len(result.relevance_maps):
+        raise ValueError(f"got {len(map_extents)} map extents for {len(result.relevance_maps)} relevance maps")
+    image = image.convert("RGB")
+    scale = min(1.0, max_side / max(image.size))
+    panel_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    base = image.resize(panel_size, Image.BILINEAR)
+    targets = list(result.targets)
+    canvas = Image.new("RGB", (panel_size[0] * (1 + len(targets)), panel_size[1]), (0, 0, 0))
+
+    overview = base.copy()
+    draw = ImageDraw.Draw(overview)
+    for t, rois in enumerate(result.rois):
+        _draw_rois(draw, rois, scale, TARGET_COLORS[t % len(TARGET_COLORS)], label=_label(targets, t))
+    canvas.paste(overview, (0, 0))
+
+    for t, heat in enumerate(result.relevance_maps):
+        extent = map_extents[t] if map_extents is not None else (0, 0, image.width, image.height)
+        panel = _overlay(base, heat, [v * scale for v in extent])
+        draw = ImageDraw.Draw(panel)
+        rois = result.rois[t] if t < len(result.rois) else []
+        _draw_rois(draw, rois, scale, TARGET_COLORS[t % len(TARGET_COLORS)], label=None)
+        draw.text((4, 4), _label(targets, t), fill=(255, 255, 255))
+        canvas.paste(panel, (panel_size[0] * (t + 1), 0))
+    return canvas
+
+
+def _label(targets: list[str], t: int) -> str:
+    return targets[t] if t < len(targets) else f"target {t}"
+
+
+def _draw_rois(draw: ImageDraw.ImageDraw, rois: Sequence[Any], scale: float, color: tuple[int, int, int],
+               label: str | None) -> None:
+    for rank, roi in enumerate(rois):
+        if rank > 0 and roi.confidence is None:
+            continue  # proposed but never verified: not part of the decision
+        x1, y1, x2, y2 = (float(v) * scale for v in roi.box)
+        draw.rectangle((x1, y1, x2, y2), outline=color, width=3 if rank == 0 else 1)
+        if rank == 0 and label:
+            draw.text((x1 + 2, y1 + 2), label, fill=color)
+
+
+def _overlay(base: Image.Image, heat: Any, extent: Sequence[float]) -> Image.Image:
+    """``base`` with ``heat`` (h, w) stretched over ``extent`` (x1, y1, x2, y2, panel pixels)."""
+    values = torch.as_tensor(heat, dtype=torch.float32).detach().cpu().numpy()
+    if values.ndim != 2:
+        raise ValueError(f"a relevance map must be (h, w), got shape {tuple(values.shape)}")
+    low, high = float(values.min()), float(values.max())
+    values = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    x1, y1, x2, y2 = (round(v) for v in extent)
+    size = (max(1, x2 - x1), max(1, y2 - y1))
+    alpha = Image.fromarray(np.uint8(values * HEAT_MAX_ALPHA)).resize(size, Image.BILINEAR)
+    heat_layer = Image.new("RGBA", size, HEAT_COLOR + (0,))
+    heat_layer.putalpha(alpha)
+    layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    layer.paste(heat_layer, (x1, y1))  # clipped where the map reaches outside the image
+    return Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")

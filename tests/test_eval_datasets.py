@@ -1,0 +1,148 @@
+import builtins
+import json
+
+import pytest
+from eval_fixtures import MME_OPTIONS, VSTAR_ITEMS, make_hrbench, make_mme, make_vstar
+
+from focus_modules.eval import ImageDecodeError, load_dataset, multiple_choice_text, read_vstar
+
+
+def test_vstar_questions_options_letters_categories_boxes(tmp_path):
+    questions = read_vstar(make_vstar(tmp_path))
+    assert [q.id for q in questions] == [
+        "direct_attributes/sa_2", "direct_attributes/sa_10", "relative_position/sa_7", "counting/count_1"]
+    assert [q.category for q in questions] == ["attribute", "attribute", "spatial", "counting"]
+    for q, (_, _, text, options, bbox, _) in zip(questions, VSTAR_ITEMS):
+        assert q.question == text
+        assert sorted(q.options) == sorted(options)
+        # the first option of the file is the correct one, wherever it is shown
+        assert q.options[q.letters.index(q.label)] == options[0]
+        assert q.gt_boxes == tuple((x, y, x + w, y + h) for x, y, w, h in bbox)
+    assert questions[2].gt_boxes == ((2.0, 2.0, 12.0, 12.0), (40.0, 30.0, 52.0, 40.0))
+    assert questions[0].load_image().size == (64, 48)
+    with pytest.raises(ImageDecodeError, match="sa_10.jpg"):
+        questions[1].load_image()
+
+
+def test_vstar_option_order_is_seeded_per_question(tmp_path):
+    root = make_vstar(tmp_path)
+    first, again = read_vstar(root, seed=0), read_vstar(root, seed=0)
+    assert [q.options for q in first] == [q.options for q in again]
+    orders = {tuple(q.options for q in read_vstar(root, seed=s)) for s in range(8)}
+    assert len(orders) > 1  # the seed changes the order
+    # a question's order does not depend on the other questions
+    (root / "counting" / "count_1.json").unlink()
+    assert [q.options for q in read_vstar(root, seed=0)] == [q.options for q in first[:3]]
+    # the correct option is not always shown first
+    labels = {q.label for s in range(8) for q in read_vstar(root, seed=s)}
+    assert len(labels) > 1
+
+
+def test_vstar_missing_image_becomes_decode_error_and_bad_layout_is_clear(tmp_path):
+    root = make_vstar(tmp_path / "v")
+    (root / "counting" / "count_1.jpg").unlink()
+    with pytest.raises(ImageDecodeError, match="missing"):
+        read_vstar(root)[-1].load_image()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="direct_attributes/ and relative_position/"):
+        read_vstar(tmp_path / "empty")
+    (root / "direct_attributes" / "sa_2.json").write_text(json.dumps({"question": "q?"}))
+    with pytest.raises(ValueError, match="'options'"):
+        read_vstar(root)
+
+
+def test_hrbench_rows_references_and_corrupt_image(tmp_path):
+    questions = load_dataset("hrbench", make_hrbench(tmp_path / "hr_bench_4k.tsv"))
+    assert [q.id for q in questions] == ["10", "11", "20", "21", "30"]
+    assert [q.category for q in questions] == ["FSP", "FSP", "FCP", "FCP", "FSP"]
+    assert questions[0].options == ("red", "blue", "green", "yellow")
+    assert questions[1].options == ("blue", "green", "yellow", "red")
+    assert [q.label for q in questions[:4]] == ["A", "D", "A", "D"]
+    assert questions[0].question == "What color is object 10?\tplease answer"  # quoted field with a tab
+    assert questions[1].groups == {"cycle": "cycle1"}
+    # rows 11 and 21 share the images of rows 10 and 20 by index
+    assert questions[1].load_image().size == questions[0].load_image().size == (40, 30)
+    assert questions[3].load_image().size == (30, 40)
+    with pytest.raises(ImageDecodeError, match="index 30"):
+        questions[4].load_image()
+    # a folder holding the one TSV works too
+    assert [q.id for q in load_dataset("hrbench", tmp_path)] == [q.id for q in questions]
+
+
+def test_hrbench_images_stay_on_disk(tmp_path):
+    path = make_hrbench(tmp_path / "hr_bench_8k.tsv")
+    questions = load_dataset("hrbench", path)
+    path.write_bytes(path.read_bytes().replace(b"cycle0", b"cycle9"))  # same length: offsets still valid
+    assert questions[0].load_image().size == (40, 30)  # read from the file now, not from memory
+
+
+def test_hrbench_bad_files_are_clear(tmp_path):
+    bad = tmp_path / "hr.tsv"
+    bad.write_text("index\tquestion\n1\tq\n")
+    with pytest.raises(ValueError, match="lacks columns .*answer"):
+        load_dataset("hrbench", bad)
+    with pytest.raises(FileNotFoundError, match="hr_bench_4k.tsv"):
+        load_dataset("hrbench", tmp_path / "nowhere")
+    dangling = make_hrbench(tmp_path / "d.tsv")
+    dangling.write_bytes(dangling.read_bytes().replace(b"\t10\r\n", b"\t99\r\n"))
+    with pytest.raises(ImageDecodeError, match="'99'"):
+        load_dataset("hrbench", dangling)[1].load_image()
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "tsv", "parquet"])
+def test_mme_rw_lite_formats(tmp_path, fmt):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    questions = load_dataset("mme-rw-lite", make_mme(tmp_path, fmt))
+    assert [q.id for q in questions] == ["100", "101", "102"]
+    assert [q.label for q in questions] == ["C", "A", "E"]
+    assert questions[0].options == tuple(o[4:] for o in MME_OPTIONS)
+    assert [q.category for q in questions] == [
+        "Perception/OCR/text recognition", "Perception/AD/object_count", "Reasoning/AD/intention_pedestrian"]
+    assert questions[2].groups == {"subset": "Reasoning", "domain": "Reasoning/AD"}
+    assert questions[0].load_image().size == (36, 24)
+    assert questions[2].load_image().size == (38, 24)
+    with pytest.raises(ImageDecodeError, match="index 101"):
+        questions[1].load_image()
+
+
+def test_mme_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.startswith("pyarrow"):
+            raise ImportError("no pyarrow")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    with pytest.raises(ImportError, match="pip install pyarrow"):
+        load_dataset("mme-rw-lite", tmp_path)
+
+
+def test_mme_bad_layout_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lmms-eval layout"):
+        load_dataset("mme-rw-lite", tmp_path / "missing")
+    (tmp_path / "x.json").write_text(json.dumps([{"index": 1, "question": "q"}]))
+    with pytest.raises(ValueError, match="image column"):
+        load_dataset("mme-rw-lite", tmp_path / "x.json")
+
+
+def test_unknown_dataset_and_prompt_text():
+    with pytest.raises(ValueError, match="mme-rw-lite"):
+        load_dataset("coco", ".")
+    assert multiple_choice_text("Color? ", ["red", "blue"]) == "Color?\n(A) red\n(B) blue"
+
+
+def test_reads_the_synthetic_generator_output(tmp_path):
+    from focus_modules.synthetic import write_vstar_layout
+
+    paths = write_vstar_layout(tmp_path, n_per_family=1, seed=3, progress=False)
+    questions = read_vstar(tmp_path)
+    assert [q.category for q in questions] == ["attribute", "spatial", "counting"]
+    for q, path in zip(questions, paths):
+        meta = json.loads(path.read_text())
+        assert q.options[q.letters.index(q.label)] == meta["options"][0]
+        assert q.gt_boxes == tuple((x, y, x + w, y + h) for x, y, w, h in meta["bbox"])
+        assert q.load_image().size == tuple(meta["image_size"])

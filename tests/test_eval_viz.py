@@ -1,0 +1,34 @@
+import pytest
+import torch
+from eval_fixtures import FakeResult, FakeRoi
+from PIL import Image
+
+from focus_modules.eval.viz import render_result
+
+BLUE = (20, 90, 160)
+
+
+def _result(heat):
+    return FakeResult(answer="A", targets=["cup"], question_type=1, rois=[[FakeRoi((0, 0, 10, 10), 1.0, 0.9)]],
+                      relevance_maps=[heat])
+
+
+def test_map_extent_places_the_map_over_a_padded_square():
+    image = Image.new("RGB", (400, 200), BLUE)
+    heat = torch.zeros(8, 8)
+    heat[0, 0] = 1.0  # hot in the top-left corner of the map
+    stretched = render_result(image, _result(heat))
+    # a map over the padded 400 x 400 square: its top rows lie above the image
+    padded = render_result(image, _result(heat), map_extents=[(0, -100, 400, 300)])
+    assert stretched.size == padded.size == (800, 200)
+    assert stretched.getpixel((400 + 30, 20))[0] > 100   # hot corner inside the image
+    assert padded.getpixel((400 + 30, 20)) == BLUE        # hot corner in the padding, off the image
+    assert render_result(image, _result(heat), max_side=100).size == (200, 50)
+
+
+def test_vanilla_result_is_the_image_alone_and_bad_maps_are_refused():
+    image = Image.new("RGB", (30, 20), BLUE)
+    plain = render_result(image, FakeResult(answer="A", targets=[], question_type=1, rois=[]))
+    assert plain.size == (30, 20) and plain.getpixel((15, 10)) == BLUE
+    with pytest.raises(ValueError, match=r"\(h, w\)"):
+        render_result(image, _result(torch.zeros(2, 3, 3)))
