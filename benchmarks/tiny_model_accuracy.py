@@ -105,8 +105,7 @@ def main(argv=None) -> None:
         wrapper, results = best_results
         shown = [(i, r) for i, r in zip(items, results) if i.family == "attribute"][: args.pictures]
         for k, (item, result) in enumerate(shown):
-            extent = wrapper.adapter.prepare_image(item.image)[1].extent
-            picture = render_result(item.image, result, max_side=384, map_extents=[extent] * len(result.targets))
+            picture = render_result(item.image, result, max_side=384, map_extents=result.map_extents)
             path = args.out.parent / f"tiny_model_map_{k}.png"
             picture.save(path, optimize=True)
             ok = "correct" if is_correct(result.answer, item.letter) else "wrong"

@@ -66,15 +66,15 @@ def run(args: argparse.Namespace) -> int:
     for name, result in (("vanilla", vanilla), (f"FOCUS (n_steps={args.n_steps})", focus)):
         verdict = "correct" if result.answer.strip() == correct else "wrong"
         fps = ", ".join(f"{phase} {count}" for phase, count in result.forward_passes.items())
-        print(f"{name:>22}: {result.answer!r} ({verdict}); forward passes: {fps}")
+        search = result.forward_passes.get("relevance", 0) + result.forward_passes.get("verify", 0)
+        print(f"{name:>22}: {result.answer!r} ({verdict}); forward passes: {fps} (visual search {search})")
     print(f"FOCUS targets: {focus.targets} (type {focus.question_type}, {focus.final_view} view)")
     for target, rois in zip(focus.targets, focus.rois):
         if rois:
             best = rois[0]
             box = ", ".join(f"{v:.0f}" for v in best.box)
             print(f"  best ROI for {target!r}: ({box}) relevance {best.relevance:.3f} confidence {best.confidence}")
-    extent = wrapper.adapter.prepare_image(scene.image)[1].extent
-    picture = render_result(scene.image, focus, map_extents=[extent] * len(focus.targets))
+    picture = render_result(scene.image, focus, map_extents=focus.map_extents)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     picture.save(args.out)
     print(f"wrote {args.out} (image with ROIs, relevance map per target)")

@@ -12,7 +12,8 @@ with a next-token loss on the reply (``<reply> </s>``) and nothing else:
   contain a matching object;
 - the multiple-choice question (options in a random order, reply = the letter) on the whole
   image and on the view FOCUS would build from ROI-sized boxes around the ground-truth objects
-  (the adapter's own ``final_view``: crop, union or canvas).
+  (the adapter's own ``final_view``: crop, union or canvas), and the same question open-ended
+  on that view (reply = the answer's text: "red", "left", "3").
 
 No loss touches value vectors, their similarities or relevance maps: whether FOCUS's maps
 find the objects is left to the method.
@@ -44,8 +45,10 @@ from .tiny_llava import PATCH_SIZE, IMAGE_SIZE, build_tiny_focus_llava
 
 TRAIN_SEED_TAG = 7001
 GRID = IMAGE_SIZE // PATCH_SIZE
-# ROI sides in map cells (RoiProposer grows s_min=3 .. s_max=5), widened a little either way.
+# ROI sides in map cells (RoiProposer grows s_min=3 .. s_max=5), widened a little either way;
+# half the crops are tighter (objects larger), which gets the vision tower learning sooner.
 ROI_CELLS = (2.5, 6.0)
+TIGHT_CELLS = (0.8, 2.5)
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -54,7 +57,8 @@ def roi_box(box: Box, scene: Scene, rng: np.random.Generator) -> Box:
     random place, shifted inside the image."""
     width, height = scene.size
     cell = max(width, height) / GRID
-    side = max(box[2] - box[0], box[3] - box[1], round(rng.uniform(*ROI_CELLS) * cell))
+    cells = TIGHT_CELLS if rng.random() < 0.5 else ROI_CELLS
+    side = max(box[2] - box[0], box[3] - box[1], round(rng.uniform(*cells) * cell))
     side_w, side_h = min(side, width), min(side, height)
     x1 = int(rng.integers(max(0, box[2] - side_w), min(box[0], width - side_w) + 1))
     y1 = int(rng.integers(max(0, box[3] - side_h), min(box[1], height - side_h) + 1))
@@ -101,7 +105,7 @@ def scene_samples(scene: Scene, adapter: LlavaAdapter, config: FocusConfig, rng:
     """``(Encoding, reply)`` training pairs from one scene: step-I naming, existence on crops,
     answers on FOCUS-style views and on the whole image."""
     samples = []
-    for i in rng.permutation(len(scene.questions))[:2]:
+    for i in rng.permutation(len(scene.questions))[:1]:
         question = scene.questions[i]
         samples.append((adapter.encode_text(adapter.target_prompt(question.question)), step1_reply(question)))
     for i in range(4):
@@ -119,6 +123,9 @@ def scene_samples(scene: Scene, adapter: LlavaAdapter, config: FocusConfig, rng:
         view = adapter.final_view(scene.image, Selection(question.question_type, boxes), config)
         shown, letter = shuffled_options(question.options, rng)
         samples.append((adapter.encode_answer(view, question.question, shown), letter))
+        # The same question open-ended (the adapter sends it without options): reply = the
+        # option text, a one-hop signal from pixels to words.
+        samples.append((adapter.encode_answer(view, question.question, None), question.answer))
     whole = scene.questions[rng.integers(len(scene.questions))]
     shown, letter = shuffled_options(whole.options, rng)
     samples.append((adapter.encode_answer(FinalView([scene.image], "image", []), whole.question, shown), letter))
