@@ -107,7 +107,8 @@ def main(argv=None) -> None:
         for k, (item, result) in enumerate(shown):
             picture = render_result(item.image, result, max_side=384, map_extents=result.map_extents)
             path = args.out.parent / f"tiny_model_map_{k}.png"
-            picture.save(path, optimize=True)
+            # A 64-colour palette keeps the committed pictures small.
+            picture.quantize(64).save(path, optimize=True)
             ok = "correct" if is_correct(result.answer, item.letter) else "wrong"
             print(f"wrote {path}: {item.question.question} -> {result.answer!r} ({ok}, answer {item.letter})")
 
