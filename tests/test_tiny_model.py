@@ -25,8 +25,7 @@ def shipped():
 
 def test_checkpoint_files_and_size():
     names = {p.name for p in SHIPPED_CHECKPOINT.iterdir()}
-    assert {"config.json", "model.safetensors", "README.md", "tokenizer.json", "processor_config.json"} <= names \
-        or {"config.json", "model.safetensors", "README.md", "tokenizer.json", "preprocessor_config.json"} <= names
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer.json", "processor_config.json"} <= names
     total = sum(p.stat().st_size for p in SHIPPED_CHECKPOINT.iterdir())
     assert total <= 20 * 2**20
 
@@ -94,3 +93,17 @@ def test_focus_and_vanilla_run_end_to_end_on_heldout_questions(regression_run):
         assert tuple(result.relevance_maps[0].shape) == (16, 16)
     answered = [r.answer for r in vanilla + focus]
     assert sum(a in letters for a in answered) >= 0.9 * len(answered), answered
+
+
+def test_focus_demo_command(tmp_path, capsys):
+    from focus_modules import cli
+
+    out = tmp_path / "demo.png"
+    assert cli.main(["demo", "--out", str(out), "--n-steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "Question: What is the color of" in printed and "vanilla:" in printed and "FOCUS (n_steps=2):" in printed
+    assert "visual search" in printed
+    from PIL import Image
+
+    with Image.open(out) as picture:
+        assert picture.width > picture.height > 0  # image panel + one relevance-map panel
