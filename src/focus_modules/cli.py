@@ -1,5 +1,6 @@
 """The ``focus`` command (DESIGN.md §7).
 
+    focus demo [--out focus_demo.png] [--scene N] [--family attribute|spatial|counting]
     focus ask IMAGE "QUESTION" [--option TEXT]... --model PATH_OR_ID [--method focus|vanilla]
               [--n-steps N] [--set FIELD=VALUE]... [--viz OUT.png] [--json]
     focus eval --model PATH_OR_ID --dataset vstar|hrbench|mme-rw-lite --data PATH
@@ -191,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of V*Bench's option order (default 0)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     ev.set_defaults(run=cmd_eval)
+
+    demo = commands.add_parser("demo", help="vanilla vs FOCUS with the shipped tiny model on a synthetic image")
+    from focus_modules import demo as demo_module
+
+    demo_module.add_arguments(demo)
+    demo.set_defaults(run=demo_module.run)
     return parser
 
 
