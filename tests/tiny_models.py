@@ -17,20 +17,8 @@ import torch
 
 from focus_modules.adapters import base as adapter_base
 from focus_modules import targets as target_text
+from focus_modules.synthetic.tiny_llava import LLAVA_CHAT_TEMPLATE, SPECIAL_TOKENS, TOKEN_PATTERN, build_tokenizer
 
-# The llava-hf/llava-1.5-7b-hf chat template.
-LLAVA_CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
-    "{% endif %}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
-    "{{ '<image>\n' }}{% endfor %}{% if message['role'] != 'assistant' %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
-    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
-SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
-# Words, punctuation and newlines are tokens; spaces separate them.
-TOKEN_PATTERN = r"\w+|[^\w\s]|\n"
 # Words the tests' questions, options and targets use.
 TEST_WORDS = """
 What is the color of red blue green yellow white black cat dog car truck ball bench bird birds
@@ -61,26 +49,6 @@ def prompt_vocabulary(extra_words: Iterable[str] = ()) -> list[str]:
             if word not in vocab:
                 vocab.append(word)
     return vocab
-
-
-def build_tokenizer(vocab: list[str], specials: Iterable[str] = SPECIAL_TOKENS, bos: str | None = "<s>",
-                    eos: str = "</s>", unk: str = "<unk>", pad: str = "<pad>"):
-    """A WordLevel tokenizer over ``specials`` then ``vocab`` (words of :data:`TOKEN_PATTERN`);
-    ``bos`` (if any) is prepended to every text, as Llama's tokenizer does (Qwen's does not)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = list(specials)
-    ids = {token: i for i, token in enumerate(specials + [w for w in vocab if w not in specials])}
-    tok = Tokenizer(models.WordLevel(ids, unk_token=unk))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(TOKEN_PATTERN), behavior="removed", invert=True)
-    if bos is not None:
-        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, ids[bos])])
-    tok.add_special_tokens(specials)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token=unk, pad_token=pad,
-        model_input_names=["input_ids", "attention_mask"],
-    )
 
 
 def build_tiny_llava(

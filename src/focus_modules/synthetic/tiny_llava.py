@@ -67,18 +67,23 @@ def vocabulary(extra_words: Iterable[str] = ()) -> list[str]:
     return vocab
 
 
-def build_tokenizer(vocab: list[str]):
-    """A fast WordLevel tokenizer (``<s>`` prepended, no network)."""
+def build_tokenizer(vocab: list[str], specials: Iterable[str] = SPECIAL_TOKENS, bos: str | None = "<s>",
+                    eos: str = "</s>", unk: str = "<unk>", pad: str = "<pad>"):
+    """A fast WordLevel tokenizer over ``specials`` then ``vocab`` (words of :data:`TOKEN_PATTERN`),
+    no network; ``bos`` (if any) is prepended to every text, as Llama's tokenizer does (Qwen's
+    does not)."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    ids = {token: i for i, token in enumerate(vocab)}
-    tok = Tokenizer(models.WordLevel(ids, unk_token="<unk>"))
+    specials = list(specials)
+    ids = {token: i for i, token in enumerate(specials + [w for w in vocab if w not in specials])}
+    tok = Tokenizer(models.WordLevel(ids, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(TOKEN_PATTERN), behavior="removed", invert=True)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", ids["<s>"])])
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, ids[bos])])
+    tok.add_special_tokens(specials)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token=unk, pad_token=pad,
         model_input_names=["input_ids", "attention_mask"],
     )
 
