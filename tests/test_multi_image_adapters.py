@@ -93,8 +93,14 @@ def planted_onevision(tiny_onevision, ov_adapter, monkeypatch):
 
 @pytest.mark.parametrize("size", OV_SIZES)
 def test_onevision_local_grid_is_the_packed_local_block(ov_adapter, planted_onevision, size):
-    from transformers.image_processing_utils import get_patch_output_size, select_best_resolution
+    from transformers.image_processing_utils import select_best_resolution
     from transformers.image_utils import ChannelDimension
+
+    try:
+        from transformers.image_processing_utils import get_patch_output_size
+    except ImportError:  # transformers < 5: the same function, private to the OneVision processor
+        from transformers.models.llava_onevision.image_processing_llava_onevision import (
+            _get_patch_output_size as get_patch_output_size)
 
     width, height = size
     a, tile = ov_adapter.tokens_per_side, ov_adapter.tile_size
