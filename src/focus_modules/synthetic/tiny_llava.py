@@ -150,6 +150,44 @@ SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "tiny-f
 FOCUS_LAYERS = (3, 6)
 
 
+def make_checkpoint_portable(folder: str | Path) -> None:
+    """Rewrite a checkpoint that transformers 5.x saved so that transformers 4.46+ loads it too.
+
+    5.x saves the CLIP tower's weights as ``vision_tower.encoder...`` and the image processor
+    inside ``processor_config.json``; 4.46 expects the llava-hf layout
+    (``vision_tower.vision_model.encoder...``, ``preprocessor_config.json``,
+    ``chat_template.json``, the tokenizer class ``PreTrainedTokenizerFast``) and would otherwise start from a random vision tower with only a
+    warning. 5.x reads the llava-hf layout as well (it converts hub checkpoints on load).
+    """
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    state = load_file(weights)
+    prefix = "vision_tower."
+    renamed = {
+        (prefix + "vision_model." + k[len(prefix):] if k.startswith(prefix) and not k.startswith(prefix + "vision_model.")
+         else k): v
+        for k, v in state.items()
+    }
+    save_file(renamed, weights, metadata={"format": "pt"})
+    processor_config = json.loads((folder / "processor_config.json").read_text())
+    image_processor = processor_config.pop("image_processor", None)
+    if image_processor is not None:
+        image_processor.setdefault("processor_class", processor_config.get("processor_class", "LlavaProcessor"))
+        (folder / "preprocessor_config.json").write_text(json.dumps(image_processor, indent=2) + "\n")
+        (folder / "processor_config.json").write_text(json.dumps(processor_config, indent=2) + "\n")
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    if tokenizer_config.get("tokenizer_class") == "TokenizersBackend":  # 5.x's name for a fast tokenizer
+        tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    template = folder / "chat_template.jinja"
+    if template.is_file():
+        (folder / "chat_template.json").write_text(json.dumps({"chat_template": template.read_text()}, indent=2) + "\n")
+
+
 def load_tiny_focus_llava(path: str | Path = SHIPPED_CHECKPOINT):
     """``(model, processor)`` of a trained tiny model (the shipped one by default), fp32, eval
     mode, loaded with ``from_pretrained`` (no network)."""

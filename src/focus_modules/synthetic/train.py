@@ -1,10 +1,18 @@
 """Train the tiny LLaVA-1.5 on synthetic small-object VQA, from scratch and deterministically.
 
-``python -m focus_modules.synthetic.train --out DIR --steps 3000 [--minutes 40]``
+``python -m focus_modules.synthetic.train --out DIR --steps 2800 --first-stage-steps 1000 --lr 1e-3``
 
 Every prompt is built by the stock LLaVA-1.5 adapter (``focus_modules.adapters.LlavaAdapter``),
 so training text matches what FOCUS asks at inference exactly. The model learns only VQA tasks,
-with a next-token loss on the reply (``<reply> </s>``) and nothing else:
+with a next-token loss on the reply (``<reply> </s>``) and nothing else, in two stages (like
+LLaVA's feature-alignment stage before instruction tuning):
+
+1. ``--first-stage-steps`` steps of :func:`object_samples` only: questions on crops centred on
+   one object ("What is in the image?" -> "red star, blue circle", its colour asked
+   open-ended, and the existence question with Yes / No), where the image alone decides the
+   reply. Without this stage the language model settles on text priors first and the image
+   features collapse onto one direction (see the model card).
+2. The full mixture, :func:`scene_samples` plus the object samples of one object per scene:
 
 - naming the objects of a question with the adapter's step-I few-shot prompt (text only):
   "star", "star, circle", "all red stars";
@@ -38,10 +46,12 @@ from focus_modules.adapters import LlavaAdapter
 from focus_modules.adapters.base import FinalView, Selection
 from focus_modules.config import FocusConfig
 
+from .crops import context_crop_box
 from .records import Box, boxes_intersect
+from .questions import ATTRIBUTE_TEMPLATE
 from .scene import Scene, make_scene, scene_rng
 from .shapes import COLORS, PLURALS, SHAPES
-from .tiny_llava import PATCH_SIZE, IMAGE_SIZE, build_tiny_focus_llava
+from .tiny_llava import IMAGE_SIZE, PATCH_SIZE, build_tiny_focus_llava, make_checkpoint_portable
 
 TRAIN_SEED_TAG = 7001
 GRID = IMAGE_SIZE // PATCH_SIZE
@@ -50,6 +60,9 @@ GRID = IMAGE_SIZE // PATCH_SIZE
 ROI_CELLS = (2.5, 6.0)
 TIGHT_CELLS = (0.8, 2.5)
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Object-centred crops of the first stage: crop side / object side.
+OBJECT_CONTEXT = (1.3, 6.0)
+CAPTION_QUESTION = "What is in the image?"
 
 
 def roi_box(box: Box, scene: Scene, rng: np.random.Generator) -> Box:
@@ -132,26 +145,74 @@ def scene_samples(scene: Scene, adapter: LlavaAdapter, config: FocusConfig, rng:
     return samples
 
 
+def object_questions(scene: Scene, rng: np.random.Generator, objects=None) -> list[tuple[Box, str, str, str]]:
+    """Questions on crops centred on one object (the object fills 1/6 to 3/4 of the crop's
+    side), the first stage's data, as ``(crop_box, kind, text, reply)`` with ``kind`` "answer"
+    (``text`` is the question) or "existence" (``text`` is the target phrase). Per object: what
+    is in the crop ("red star, blue circle": every object it touches, left to right), the
+    object's colour asked open-ended (unless the crop touches the same shape in another colour),
+    and "Is there a {target} in the image?" for the object (Yes) and for a shape the crop does
+    not touch (No). ``objects`` limits them to some of the scene's objects."""
+    questions = []
+    for obj in scene.objects if objects is None else objects:
+        box = context_crop_box([obj.box], scene.size, rng, context=OBJECT_CONTEXT, min_side=8)
+        touching = sorted((o for o in scene.objects if boxes_intersect(box, o.box)), key=lambda o: o.box[0])
+        questions.append((box, "answer", CAPTION_QUESTION, ", ".join(f"{o.color} {o.shape}" for o in touching)))
+        if all(o.color == obj.color for o in touching if o.shape == obj.shape):
+            questions.append((box, "answer", ATTRIBUTE_TEMPLATE.format(shape=obj.shape), obj.color))
+        target = obj.shape if rng.random() < 0.6 else f"{obj.color} {obj.shape}"
+        questions.append((box, "existence", target, "Yes"))
+        absent = [shape for shape in SHAPES if all(o.shape != shape for o in touching)]
+        if absent:
+            questions.append((box, "existence", absent[rng.integers(len(absent))], "No"))
+    return questions
+
+
+def object_samples(scene: Scene, adapter: LlavaAdapter, rng: np.random.Generator, objects=None) -> list:
+    """:func:`object_questions` as ``(Encoding, reply)`` pairs. These are easy views where the
+    image alone decides the reply, so that the vision tower and projector learn colours and
+    shapes before the language model settles on text priors."""
+    samples = []
+    for box, kind, text, reply in object_questions(scene, rng, objects):
+        crop = scene.crop(box)
+        if kind == "existence":
+            samples.append((adapter.encode_existence(crop, text), reply))
+        else:
+            samples.append((adapter.encode_answer(FinalView([crop], "crop", [box]), text, None), reply))
+    return samples
+
+
 class SampleStream(torch.utils.data.IterableDataset):
     """Training pairs of scenes ``(TRAIN_SEED_TAG, seed, 0), (.., 1), ...``, tokenised as
-    ``input_ids`` / ``labels`` (loss on the reply and ``</s>`` only) plus ``pixel_values``."""
+    ``input_ids`` / ``labels`` (loss on the reply and ``</s>`` only) plus ``pixel_values``.
 
-    def __init__(self, adapter: LlavaAdapter, config: FocusConfig, seed: int):
+    The first ``first_stage_samples`` pairs are :func:`object_samples` of every object (all with
+    an image, so they fill exactly ``first_stage_samples / batch_size`` batches); after them each
+    scene gives :func:`scene_samples` plus the object samples of one random object."""
+
+    def __init__(self, adapter: LlavaAdapter, config: FocusConfig, seed: int, first_stage_samples: int = 0):
         self.adapter, self.config, self.seed = adapter, config, seed
+        self.first_stage_samples = first_stage_samples
 
     def __iter__(self):
         tokenizer = self.adapter.tokenizer
         eos = tokenizer.eos_token_id
-        index = 0
+        index, made = 0, 0
         while True:
-            scene_seed = (TRAIN_SEED_TAG, self.seed, index)
-            scene = make_scene(scene_seed)
+            scene = make_scene((TRAIN_SEED_TAG, self.seed, index))
             rng = scene_rng((TRAIN_SEED_TAG + 1, self.seed, index))
-            for encoding, reply in scene_samples(scene, self.adapter, self.config, rng):
+            if made < self.first_stage_samples:
+                pairs = object_samples(scene, self.adapter, rng)[: self.first_stage_samples - made]
+            else:
+                some = [scene.objects[rng.integers(len(scene.objects))]]
+                pairs = scene_samples(scene, self.adapter, self.config, rng) + object_samples(
+                    scene, self.adapter, rng, some)
+            for encoding, reply in pairs:
                 reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"] + [eos]
                 ids = torch.cat([encoding.input_ids, torch.tensor(reply_ids)])
                 labels = torch.full_like(ids, -100)
                 labels[-len(reply_ids):] = ids[-len(reply_ids):]
+                made += 1
                 yield ids, labels, encoding.model_inputs.get("pixel_values")
             index += 1
 
@@ -181,7 +242,7 @@ def batches(stream, batch_size: int, pad_id: int):
 
 
 def train(out: Path, steps: int, minutes: float | None, batch_size: int, lr: float, seed: int,
-          threads: int, save_every: int | None = None) -> dict:
+          threads: int, save_every: int | None = None, first_stage_steps: int = 0) -> dict:
     from tqdm import tqdm
 
     torch.set_num_threads(threads)
@@ -191,7 +252,7 @@ def train(out: Path, steps: int, minutes: float | None, batch_size: int, lr: flo
     adapter = LlavaAdapter(model, processor)
     config = FocusConfig.preset("llava-1.5", layers=(0, model.config.text_config.num_hidden_layers))
     loader = torch.utils.data.DataLoader(
-        SampleStream(adapter, config, seed), batch_size=None, num_workers=1, prefetch_factor=64,
+        SampleStream(adapter, config, seed, first_stage_steps * batch_size), batch_size=None, num_workers=1, prefetch_factor=64,
         persistent_workers=False,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -221,7 +282,7 @@ def train(out: Path, steps: int, minutes: float | None, batch_size: int, lr: flo
     bar.close()
     save(model, processor, out)
     log = {
-        "steps": step, "planned_steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "steps": step, "planned_steps": steps, "first_stage_steps": first_stage_steps, "batch_size": batch_size, "lr": lr, "seed": seed,
         "threads": threads, "minutes": round((time.time() - start) / 60, 2),
         "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
         "torch": torch.__version__,
@@ -231,11 +292,12 @@ def train(out: Path, steps: int, minutes: float | None, batch_size: int, lr: flo
 
 
 def save(model, processor, folder: Path) -> None:
-    """Write the model (safetensors) and processor for ``from_pretrained``."""
+    """Write the model (safetensors) and processor for ``from_pretrained`` (transformers 4.46+)."""
     folder.mkdir(parents=True, exist_ok=True)
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
+    make_checkpoint_portable(folder)
     model.train()
 
 
@@ -244,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="checkpoint folder")
     parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (sets the LR schedule)")
     parser.add_argument("--minutes", type=float, default=None, help="stop early after this wall time")
+    parser.add_argument("--first-stage-steps", type=int, default=0,
+                        help="steps on object-centred crops only, before the full mixture")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -251,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-every", type=int, default=None, help="also save step_N/ checkpoints")
     args = parser.parse_args(argv)
     log = train(args.out, args.steps, args.minutes, args.batch_size, args.lr, args.seed, args.threads,
-                args.save_every)
+                args.save_every, args.first_stage_steps)
     print(json.dumps(log))
 
 
