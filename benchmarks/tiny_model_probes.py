@@ -67,8 +67,7 @@ def scene_probes(model, adapter, scenes: int) -> dict[str, list[bool]]:
         scene = make_scene((VALIDATION_TAG, 0, i))
         rng = scene_rng((VALIDATION_TAG + 1, 0, i))
         for question in scene.questions_of("attribute")[:2]:
-            shape = question.question.removeprefix("What is the color of the ").removesuffix("?")
-            target = scene.find(shape)[0].box
+            (shape,), (target,) = question.target_object, question.boxes
             box = training.roi_box(target, scene, rng)
             absent = [s for s in SHAPES if not any(o.shape == s and boxes_intersect(box, o.box) for o in scene.objects)]
             for phrase, reply in ((shape, "Yes"), (absent[0], "No")):
@@ -81,7 +80,9 @@ def scene_probes(model, adapter, scenes: int) -> dict[str, list[bool]]:
                 adapter.last_logits(batch)
                 values = capture.values
             offset = batch.offsets[0]
-            (h, w), cell = enc.grid_hw, float(enc.geometry.cell_size[0])
+            w, cell = enc.grid_hw[1], float(enc.geometry.cell_size[0])
+            # Unclipped cell boxes (not cells_to_pixels, which clips a padding cell to a
+            # zero-area box on the image edge that would "touch" objects near that edge).
             ox, oy = (float(v) for v in enc.geometry.origin)
             grown = lambda b: (b[0] - cell, b[1] - cell, b[2] + cell, b[3] + cell)  # noqa: E731
             for a, b in ranges:

@@ -89,9 +89,8 @@ def regression_run(shipped):
 # The accuracy floors of issue 7 (FOCUS above a floor and above vanilla by a clear margin) are
 # not asserted: the shipped checkpoint's vision pathway learned colours but not shapes (model
 # card), so on the measured run FOCUS and vanilla are both near chance and no floor/margin is
-# supported. What is
-# checked is that every FOCUS step runs on the trained checkpoint with the stock adapter and
-# produces well-formed, option-letter answers.
+# supported. What is checked is that every FOCUS step runs on the trained checkpoint with the
+# stock adapter and produces well-formed, option-letter answers.
 
 
 def test_focus_and_vanilla_run_end_to_end_on_heldout_questions(regression_run):

@@ -1,6 +1,8 @@
 """The tiny model's training data and run (focus_modules.synthetic.train): replies that match the
 drawn pixels, the two-stage stream, and a byte-identical checkpoint from two short runs."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -70,19 +72,11 @@ def tiny():
     return LlavaAdapter(model, processor), FocusConfig.preset("llava-1.5", layers=(0, 6))
 
 
-def _take(stream, n):
-    out = []
-    for item in stream:
-        out.append(item)
-        if len(out) == n:
-            return out
-
-
 def test_stream_first_stage_then_mixture_deterministic(tiny):
     adapter, config = tiny
     first = 12
-    samples = _take(iter(training.SampleStream(adapter, config, seed=3, first_stage_samples=first)), 60)
-    again = _take(iter(training.SampleStream(adapter, config, seed=3, first_stage_samples=first)), 60)
+    samples, again = (list(itertools.islice(training.SampleStream(adapter, config, seed=3, first_stage_samples=first), 60))
+                      for _ in range(2))
     for (ids, labels, pixels), (ids2, labels2, pixels2) in zip(samples, again):
         assert torch.equal(ids, ids2) and torch.equal(labels, labels2)
         assert (pixels is None and pixels2 is None) or torch.equal(pixels, pixels2)

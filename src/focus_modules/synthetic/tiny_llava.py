@@ -156,8 +156,9 @@ def make_checkpoint_portable(folder: str | Path) -> None:
     5.x saves the CLIP tower's weights as ``vision_tower.encoder...`` and the image processor
     inside ``processor_config.json``; 4.46 expects the llava-hf layout
     (``vision_tower.vision_model.encoder...``, ``preprocessor_config.json``,
-    ``chat_template.json``, the tokenizer class ``PreTrainedTokenizerFast``) and would otherwise start from a random vision tower with only a
-    warning. 5.x reads the llava-hf layout as well (it converts hub checkpoints on load).
+    ``chat_template.json``, the tokenizer class ``PreTrainedTokenizerFast``) and would otherwise
+    start from a random vision tower with only a warning. 5.x reads the llava-hf layout as well
+    (it converts hub checkpoints on load).
     """
     import json
 

@@ -1,6 +1,7 @@
 """Train the tiny LLaVA-1.5 on synthetic small-object VQA, from scratch and deterministically.
 
-``python -m focus_modules.synthetic.train --out DIR --steps 2800 --first-stage-steps 1000 --lr 1e-3``
+``python -m focus_modules.synthetic.train --out DIR --steps 2500 --first-stage-steps 900 --lr 1e-3``
+(the shipped checkpoint's run)
 
 Every prompt is built by the stock LLaVA-1.5 adapter (``focus_modules.adapters.LlavaAdapter``),
 so training text matches what FOCUS asks at inference exactly. The model learns only VQA tasks,
@@ -252,8 +253,8 @@ def train(out: Path, steps: int, minutes: float | None, batch_size: int, lr: flo
     adapter = LlavaAdapter(model, processor)
     config = FocusConfig.preset("llava-1.5", layers=(0, model.config.text_config.num_hidden_layers))
     loader = torch.utils.data.DataLoader(
-        SampleStream(adapter, config, seed, first_stage_steps * batch_size), batch_size=None, num_workers=1, prefetch_factor=64,
-        persistent_workers=False,
+        SampleStream(adapter, config, seed, first_stage_steps * batch_size), batch_size=None, num_workers=1,
+        prefetch_factor=64, persistent_workers=False,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
@@ -282,8 +283,8 @@ def train(out: Path, steps: int, minutes: float | None, batch_size: int, lr: flo
     bar.close()
     save(model, processor, out)
     log = {
-        "steps": step, "planned_steps": steps, "first_stage_steps": first_stage_steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "threads": threads, "minutes": round((time.time() - start) / 60, 2),
+        "steps": step, "planned_steps": steps, "first_stage_steps": first_stage_steps, "batch_size": batch_size,
+        "lr": lr, "seed": seed, "threads": threads, "minutes": round((time.time() - start) / 60, 2),
         "loss_first_50": float(np.mean(losses[:50])), "loss_last_50": float(np.mean(losses[-50:])),
         "torch": torch.__version__,
     }
