@@ -4,15 +4,15 @@ for whoever trains the next tiny checkpoint (not part of its training).
     python benchmarks/tiny_vision_tower_probe.py [--pool mean|attention|max] [--steps 600]
 
 It takes the untrained tower of ``build_tiny_focus_llava()`` (same config, same initial
-weights) and trains it, with a small head on the patch features the LLaVA projector would read
-(``vision_feature_layer``, CLS dropped), to classify the shape and the colour of the object in
-two crops of every object: the first stage's object-centred crop (side / object side in
-``synthetic.train.OBJECT_CONTEXT`` or ``--context``) and an ROI-sized crop
-(``synthetic.train.roi_box``), pixels made by the LLaVA adapter exactly as in training. It
-trains on both kinds from scenes of the training tag and reports each kind's accuracy on
-validation scenes ``(9501, 0, i)``. The pooling of the patch features stands in for how the
-language model reads them: ``mean``, one learned ``attention`` query, or ``max``. It prints the
-validation accuracies every 100 steps.
+weights; ``--vision-hidden`` / ``--vision-layers`` change its size) and trains it, with a small
+head on the patch features the LLaVA projector would read (``vision_feature_layer``, CLS
+dropped), to classify the shape and the colour of the object in two crops of every object:
+the first stage's object-centred crop (side / object side in ``synthetic.train.OBJECT_CONTEXT``
+or ``--context``) and an ROI-sized crop (``synthetic.train.roi_box``), pixels made by the LLaVA
+adapter exactly as in training. It trains on both kinds from scenes of the training tag and
+reports each kind's accuracy on validation scenes ``(9501, 0, i)``. The pooling of the patch
+features stands in for how the language model reads them: ``mean``, one learned ``attention``
+query, or ``max``. It prints the validation accuracies every 100 steps.
 
 This loss is a classification loss on the tower alone; the shipped model never sees it.
 """
@@ -102,13 +102,17 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--context", type=float, nargs=2, default=training.OBJECT_CONTEXT,
                         help="object-centred crop side / object side, smallest and largest")
+    parser.add_argument("--vision-hidden", type=int, default=None, help="tower width (default: the shipped model's)")
+    parser.add_argument("--vision-layers", type=int, default=None, help="tower depth (default: the shipped model's)")
     parser.add_argument("--train-scenes", type=int, default=300)
     parser.add_argument("--val-scenes", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, processor = build_tiny_focus_llava(seed=0)
+    tower_size = {k: v for k, v in (("vision_hidden", args.vision_hidden), ("vision_layers", args.vision_layers))
+                  if v is not None}
+    model, processor = build_tiny_focus_llava(seed=0, **tower_size)
     adapter = LlavaAdapter(model, processor)
     train_data = crops(adapter, training.TRAIN_SEED_TAG, args.train_scenes, tuple(args.context))
     val_data = crops(adapter, VALIDATION_TAG, args.val_scenes, tuple(args.context))
