@@ -29,19 +29,19 @@ from focus_modules.adapters.base import FinalView
 from focus_modules.functional import relevance_map
 from focus_modules.modules.value_capture import ValueCapture
 from focus_modules.synthetic import train as training
+from focus_modules.synthetic.heldout import VALIDATION_SEED_TAG
 from focus_modules.synthetic.records import boxes_intersect
 from focus_modules.synthetic.scene import make_scene, scene_rng
 from focus_modules.synthetic.shapes import SHAPES
 from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, load_tiny_focus_llava
 
-VALIDATION_TAG = 9501
-
 
 def object_crop_probes(adapter, scenes: int) -> dict[str, list[bool]]:
     results: dict[str, list[bool]] = {}
     for i in range(scenes):
-        scene = make_scene((VALIDATION_TAG, 0, i))
-        for box, kind, text, reply in training.object_questions(scene, scene_rng((VALIDATION_TAG + 2, 0, i))):
+        scene = make_scene((VALIDATION_SEED_TAG, 0, i))
+        rng = scene_rng((VALIDATION_SEED_TAG + 2, 0, i))
+        for box, kind, text, reply in training.object_questions(scene, rng):
             crop = scene.crop(box)
             if kind == "existence":
                 enc = adapter.encode_existence(crop, text)
@@ -64,8 +64,8 @@ def scene_probes(model, adapter, scenes: int) -> dict[str, list[bool]]:
     ranges = [(a, b) for a, b in itertools.combinations(range(num_layers + 1), 2)]
     results: dict[str, list[bool]] = {}
     for i in range(scenes):
-        scene = make_scene((VALIDATION_TAG, 0, i))
-        rng = scene_rng((VALIDATION_TAG + 1, 0, i))
+        scene = make_scene((VALIDATION_SEED_TAG, 0, i))
+        rng = scene_rng((VALIDATION_SEED_TAG + 1, 0, i))
         for question in scene.questions_of("attribute")[:2]:
             (shape,), (target,) = question.target_object, question.boxes
             box = training.roi_box(target, scene, rng)

@@ -29,11 +29,10 @@ from torch import nn
 from focus_modules.adapters import LlavaAdapter
 from focus_modules.synthetic import train as training
 from focus_modules.synthetic.crops import context_crop_box
+from focus_modules.synthetic.heldout import VALIDATION_SEED_TAG
 from focus_modules.synthetic.scene import make_scene, scene_rng
 from focus_modules.synthetic.shapes import COLORS, SHAPES
 from focus_modules.synthetic.tiny_llava import build_tiny_focus_llava
-
-VALIDATION_TAG = 9501
 
 
 def crops(adapter: LlavaAdapter, tag: int, scenes: int, context: tuple[float, float]) -> dict[str, torch.Tensor]:
@@ -48,8 +47,8 @@ def crops(adapter: LlavaAdapter, tag: int, scenes: int, context: tuple[float, fl
             boxes = (context_crop_box([obj.box], scene.size, rng, context=context, min_side=8),
                      training.roi_box(obj.box, scene, rng))
             for is_roi, box in enumerate(boxes):
-                encoding = adapter.encode_existence(scene.crop(box), obj.shape)
-                pixels.append(encoding.model_inputs["pixel_values"][0])
+                square, _ = adapter.prepare_image(scene.crop(box))
+                pixels.append(adapter.pixel_values([square])[0])
                 shapes.append(SHAPES.index(obj.shape))
                 colors.append(list(COLORS).index(obj.color))
                 roi.append(bool(is_roi))
@@ -115,7 +114,7 @@ def main(argv=None) -> None:
     model, processor = build_tiny_focus_llava(seed=0, **tower_size)
     adapter = LlavaAdapter(model, processor)
     train_data = crops(adapter, training.TRAIN_SEED_TAG, args.train_scenes, tuple(args.context))
-    val_data = crops(adapter, VALIDATION_TAG, args.val_scenes, tuple(args.context))
+    val_data = crops(adapter, VALIDATION_SEED_TAG, args.val_scenes, tuple(args.context))
     tower = model.model.vision_tower if hasattr(model, "model") else model.vision_tower  # transformers 5.x / 4.x
     print(json.dumps({"train_crops": len(train_data["pixels"]), "validation_crops": len(val_data["pixels"])}))
     classifier = TowerClassifier(tower, model.config.vision_feature_layer, args.pool)

@@ -16,6 +16,9 @@ from .records import Box, Question
 from .scene import make_scene, scene_rng
 
 HELDOUT_SEED_TAG = 9001
+# Validation scenes of the tiny model's diagnostics (benchmarks/tiny_model_probes.py,
+# tiny_vision_tower_probe.py): neither trained on nor benchmarked.
+VALIDATION_SEED_TAG = 9501
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LETTER = re.compile(r"\b([A-E])\b")
 
