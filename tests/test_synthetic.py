@@ -9,6 +9,7 @@ from focus_modules.synthetic import (
     COLORS,
     FAMILIES,
     FAMILY_DIRS,
+    MARK_COLORS,
     SHAPES,
     SceneConfig,
     canvas_size,
@@ -53,12 +54,12 @@ def test_default_canvases_are_large_with_varied_aspect_ratios():
     config = SceneConfig()
     rng = np.random.default_rng(0)
     sizes = [canvas_size(rng, config) for _ in range(300)]
-    assert all(1024 <= side <= 2048 for size in sizes for side in size)
+    assert all(1536 <= side <= 2048 for size in sizes for side in size)
     ratios = {round(w / h, 1) for w, h in sizes}
-    assert {0.5, 1.0, 2.0} <= ratios
+    assert {0.8, 1.0, 1.3} <= ratios
     scene = make_scene(0)
-    assert all(1024 <= side <= 2048 for side in scene.size)
-    assert all(max(o.box[2] - o.box[0], o.box[3] - o.box[1]) <= 48 for o in scene.objects)
+    assert all(1536 <= side <= 2048 for side in scene.size)
+    assert all(max(o.box[2] - o.box[0], o.box[3] - o.box[1]) <= 52 for o in scene.objects)
 
 
 def test_boxes_are_tight_around_the_flat_coloured_pixels(scenes):
@@ -72,9 +73,28 @@ def test_boxes_are_tight_around_the_flat_coloured_pixels(scenes):
                 covered[y1:y2, x1:x2] = True
                 ys, xs = np.nonzero(_inside_box(hit, obj.box))
                 assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (0, 0, x2 - x1, y2 - y1), obj
-                assert _inside_box(hit, obj.box).mean() > 0.3, obj  # a filled shape, not stray pixels
-                assert 12 <= max(x2 - x1, y2 - y1) <= 48, obj
+                mark = np.all(_inside_box(pixels, obj.box) == MARK_COLORS[obj.mark], axis=-1)
+                filled = _inside_box(hit, obj.box) | mark
+                assert filled.mean() > 0.3, obj  # a filled shape, not stray pixels
+                assert 20 <= max(x2 - x1, y2 - y1) <= 52, obj
             assert not (hit & ~covered).any(), f"{color} pixels outside the {color} objects' boxes"
+
+
+def test_every_object_carries_a_small_centred_mark_of_its_mark_colour(scenes):
+    for scene in scenes:
+        pixels = np.asarray(scene.image)
+        for obj in scene.objects:
+            inside = _inside_box(pixels, obj.box)
+            mark = np.all(inside == MARK_COLORS[obj.mark], axis=-1)
+            body = np.all(inside == COLORS[obj.color], axis=-1)
+            ys, xs = np.nonzero(mark)
+            # every shape's longer side spans >= 0.8 of its nominal square (the square: 0.8)
+            nominal = max(inside.shape[:2]) / 0.8
+            assert mark.sum() > 0 and (xs.max() - xs.min() + 1) <= SMALL.mark_fraction * nominal + 2, obj
+            # centred: the mark's centre lies in the middle half of the box
+            cy, cx = ys.mean() / inside.shape[0], xs.mean() / inside.shape[1]
+            assert 0.25 < cx < 0.75 and 0.25 < cy < 0.8, obj
+            assert body.sum() > 2 * mark.sum(), obj
 
 
 def test_background_is_muted_outside_the_objects(scenes):
@@ -101,18 +121,19 @@ def _check_options(question, n):
     assert question.answer == question.options[0]
 
 
-def test_attribute_questions_ask_about_a_unique_shape(scenes):
+def test_attribute_questions_ask_for_the_mark_of_a_uniquely_coloured_object(scenes):
     for scene in scenes:
         questions = scene.questions_of("attribute")
-        assert questions
+        assert len(questions) >= SMALL.n_single  # a counted kind or decoy may be unique too
         for q in questions:
-            (shape,) = q.target_object
-            matches = scene.find(shape)
-            assert len(matches) == 1
-            assert q.question == f"What is the color of the {shape}?"
-            assert q.answer == matches[0].color and q.boxes == (matches[0].box,)
+            (name,) = q.target_object
+            color, _ = parse_target(name)
+            matches = scene.find(name)
+            assert len(matches) == 1 and [o.color for o in scene.objects].count(color) == 1
+            assert q.question == f"What is the mark color of the {name}?"
+            assert q.answer == matches[0].mark and q.boxes == (matches[0].box,)
             _check_options(q, 4)
-            assert set(q.options) <= set(COLORS)
+            assert set(q.options) == set(MARK_COLORS)
             assert q.question_type == 1
 
 
@@ -226,17 +247,14 @@ def test_vstar_layout_round_trip(tmp_path):
         assert image.format == "JPEG" and list(image.size) == record["image_size"] == list(scene.size)
         x, y, w, h = record["bbox"][0]
         color = _jpeg_colour_of(image, (x, y, x + w, y + h))
-        if record["family"] == "attribute":
-            assert color == record["options"][0]
-        if record["family"] == "counting":
-            assert record["target_object"][0].startswith(color)
+        assert record["target_object"][0].startswith(color)
 
 
 def test_module_entry_point_writes_full_size_images(tmp_path, capsys):
     main(["--out", str(tmp_path), "--n", "1", "--seed", "3"])
     records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/*.json"))]
     assert sorted(r["family"] for r in records) == sorted(FAMILIES)
-    assert all(1024 <= side <= 2048 for r in records for side in r["image_size"])
+    assert all(1536 <= side <= 2048 for r in records for side in r["image_size"])
     assert "wrote 3 questions" in capsys.readouterr().out
 
 
@@ -247,7 +265,8 @@ def test_module_entry_point_writes_full_size_images(tmp_path, capsys):
         lambda: make_scene((1, -2), SMALL),
         lambda: SceneConfig(canvas_side=(512, 256)),
         lambda: SceneConfig(aspect_ratios=(3.0,)),
-        lambda: SceneConfig(object_size=(16, 300)),
+        lambda: SceneConfig(object_size=(16, 600)),
+        lambda: SceneConfig(mark_fraction=0.0),
         lambda: parse_target("big circle"),
         lambda: shape_mask("hexagon", 20),
         lambda: make_scene(0, SMALL).crop((0, 0, 10_000, 10)),

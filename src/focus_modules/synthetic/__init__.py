@@ -22,7 +22,7 @@ from .crops import (
 from .questions import ATTRIBUTE_TEMPLATE, COUNTING_TEMPLATE, SPATIAL_TEMPLATE
 from .records import FAMILIES, Box, Question, SceneObject, xyxy_to_xywh
 from .scene import Scene, SceneConfig, canvas_size, make_scene, parse_target, scene_rng
-from .shapes import COLORS, PLURALS, SHAPES, shape_mask
+from .shapes import COLORS, MARK_COLORS, PLURALS, SHAPES, mark_mask, shape_mask
 from .vstar import FAMILY_DIRS, vstar_record, write_vstar_layout
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "EXISTENCE_TEMPLATE",
     "FAMILIES",
     "FAMILY_DIRS",
+    "MARK_COLORS",
     "PLURALS",
     "SHAPES",
     "SPATIAL_TEMPLATE",
@@ -47,6 +48,7 @@ __all__ = [
     "crop_question",
     "existence_samples",
     "make_scene",
+    "mark_mask",
     "parse_target",
     "scene_rng",
     "shape_mask",

@@ -1,11 +1,17 @@
 """The three question families of the fine-grained VQA benchmarks, posed on a scene's objects.
 
-- attribute (V*Bench "direct attributes"): "What is the color of the {shape}?", 4 colour
-  options; asked only about a shape with exactly one instance in the scene.
-- spatial (V*Bench "relative position"): "Is the {shape1} on the left or right side of the
-  {shape2}?", options left/right; asked only about two single-instance shapes whose boxes do
-  not overlap horizontally and whose centres are at least the scene's spatial margin apart.
-- counting (type 2): "How many {color} {shape}s are there in the image?", 4 numeric options.
+- attribute (V*Bench "direct attributes"): "What is the mark color of the red star?", the
+  four mark colours as options; asked about every single-instance object. The object is
+  named by a colour no other object of the scene has, so it can be found and verified by
+  colour; the asked detail, its small centred mark, is resolved only in a zoomed view.
+- spatial (V*Bench "relative position"): "Is the red star on the left or right side of the
+  blue circle?", options left/right; asked only about two single-instance objects whose boxes
+  do not overlap horizontally and whose centres are at least the scene's spatial margin apart.
+- counting (type 2): "How many red stars are there in the image?", 4 numeric options.
+
+The wording keeps every object phrase after "the" and every other noun phrase ending in a word
+that names a property ("mark color"), so that the keyword fallback of step I
+(``focus_modules.targets.keyword_targets``) names exactly the target objects.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from .records import Question, SceneObject
-from .shapes import COLORS, PLURALS
+from .shapes import MARK_COLORS, PLURALS
 
-ATTRIBUTE_TEMPLATE = "What is the color of the {shape}?"
-SPATIAL_TEMPLATE = "Is the {shape1} on the left or right side of the {shape2}?"
+ATTRIBUTE_TEMPLATE = "What is the mark color of the {name}?"
+SPATIAL_TEMPLATE = "Is the {name1} on the left or right side of the {name2}?"
 COUNTING_TEMPLATE = "How many {color} {plural} are there in the image?"
 
 
@@ -31,29 +37,29 @@ def _options(rng: np.random.Generator, correct: str, pool: Sequence[str], n: int
 
 
 def attribute_questions(rng: np.random.Generator, objects: Sequence[SceneObject]) -> list[Question]:
-    """One colour question per shape that occurs exactly once."""
-    shape_counts = Counter(o.shape for o in objects)
+    """One mark-colour question per object whose colour no other object has."""
+    color_counts = Counter(o.color for o in objects)
     return [
         Question(
             family="attribute",
-            question=ATTRIBUTE_TEMPLATE.format(shape=o.shape),
-            options=_options(rng, o.color, list(COLORS), 4),
-            target_object=(o.shape,),
+            question=ATTRIBUTE_TEMPLATE.format(name=o.name),
+            options=_options(rng, o.mark, list(MARK_COLORS), 4),
+            target_object=(o.name,),
             boxes=(o.box,),
             box_target=(0,),
             question_type=1,
         )
         for o in objects
-        if shape_counts[o.shape] == 1
+        if color_counts[o.color] == 1
     ]
 
 
 def spatial_questions(
     rng: np.random.Generator, objects: Sequence[SceneObject], min_center_dx: float
 ) -> list[Question]:
-    """One left/right question per unambiguous pair of single-instance shapes (random order)."""
-    shape_counts = Counter(o.shape for o in objects)
-    singles = [o for o in objects if shape_counts[o.shape] == 1]
+    """One left/right question per unambiguous pair of uniquely coloured objects (random order)."""
+    color_counts = Counter(o.color for o in objects)
+    singles = [o for o in objects if color_counts[o.color] == 1]
     questions = []
     for a, b in itertools.combinations(singles, 2):
         if rng.random() < 0.5:
@@ -65,9 +71,9 @@ def spatial_questions(
         questions.append(
             Question(
                 family="spatial",
-                question=SPATIAL_TEMPLATE.format(shape1=a.shape, shape2=b.shape),
+                question=SPATIAL_TEMPLATE.format(name1=a.name, name2=b.name),
                 options=(answer, other),
-                target_object=(a.shape, b.shape),
+                target_object=(a.name, b.name),
                 boxes=(a.box, b.box),
                 box_target=(0, 1),
                 question_type=1,

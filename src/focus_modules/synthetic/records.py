@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .shapes import COLORS
+from .shapes import COLORS, MARK_COLORS
 
 Box = tuple[int, int, int, int]
 
@@ -47,11 +47,17 @@ class SceneObject:
         shape: one of ``shapes.SHAPES``.
         color: one of ``shapes.COLORS``; every pixel of the object has exactly this RGB value.
         box: tight pixel-edge box ``(x1, y1, x2, y2)`` of the drawn pixels.
+        mark: one of ``shapes.MARK_COLORS``: the colour of the small disc at its centre.
     """
 
     shape: str
     color: str
     box: Box
+    mark: str
+
+    def __post_init__(self) -> None:
+        if self.color not in COLORS or self.mark not in MARK_COLORS:
+            raise ValueError(f"unknown colour {self.color!r} or mark colour {self.mark!r}")
 
     @property
     def name(self) -> str:
@@ -77,9 +83,8 @@ class Question:
         question: the question text, without options.
         options: the answer options; the first one is correct (as in V*Bench's JSON).
         target_object: the noun phrases a model should search for, each usable verbatim in
-            "Is there a {target} in the image?": the shape (``"circle"``) for attribute and
-            spatial questions — never the asked-for colour —, ``"{color} {shape}"``
-            (``"red star"``) for counting questions.
+            "Is there a {target} in the image?": ``"{color} {shape}"`` (``"red star"``), the
+            object's name as the question writes it (for counting, the counted kind).
         boxes: one ground-truth box per target instance (a counting question has one per
             counted object), pixel-edge xyxy in the image the question is asked on.
         box_target: for each box, the index of its phrase in ``target_object``.

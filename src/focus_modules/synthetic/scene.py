@@ -1,15 +1,23 @@
-"""Deterministic synthetic fine-grained VQA scenes: small flat-coloured shapes on a large,
-cluttered canvas, with their exact boxes and the questions they support.
+"""Deterministic synthetic fine-grained VQA scenes: small flat-coloured shapes, each with a
+tiny coloured mark at its centre, on a large cluttered canvas, with their exact boxes and the
+questions they support.
 
 Every scene is a function of its seed and config alone (one NumPy ``Generator`` per scene, PIL
 drawing), for a given NumPy and Pillow version.
 
-Composition of a scene (defaults in :class:`SceneConfig`): ``n_single`` shapes that occur
-exactly once (random colours), placed so that every pair of them is unambiguously left/right of
-each other; one more "counted" shape with ``count`` instances of one colour plus a few
-instances of other colours; the remaining shapes are absent. So every scene supports attribute
-questions (about the single shapes), spatial questions (pairs of single shapes) and one counting
-question (the counted colour and shape).
+Composition of a scene (defaults in :class:`SceneConfig`): ``n_single`` objects of distinct
+shapes and of colours no other object has, placed so that every pair of them is unambiguously
+left/right of each other; one more "counted" shape with ``count`` instances of another colour
+plus a few instances of the remaining colours. Every object carries a mark of a random
+:data:`~focus_modules.synthetic.shapes.MARK_COLORS` colour. So every scene supports attribute
+questions (the mark of a single object), spatial questions (pairs of single objects) and one
+counting question (the counted colour and shape).
+
+Why it is built so: a single object is found and verified by its colour, which survives the
+downscaling of the whole image (a 28-52 px object is 1.3-3.3 model pixels of a 96 px view of a
+1536-2048 px canvas), while its mark (0.35 x its side) falls below a model pixel there and
+becomes 1-6 model pixels only in a zoomed crop of a few map cells. A model that answers from
+the whole image must guess the mark; one that finds the object and zooms can read it.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from PIL import Image
 from .background import render_background
 from .questions import attribute_questions, counting_question, spatial_questions
 from .records import FAMILIES, Box, Question, SceneObject, boxes_intersect
-from .shapes import COLORS, SHAPES, shape_mask
+from .shapes import COLORS, MARK_COLORS, SHAPES, mark_mask, shape_mask
 
 Seed = int | Sequence[int]
 
@@ -38,9 +46,11 @@ class SceneConfig:
             canvas lie in this range.
         aspect_ratios: width / height ratios to draw from (uniformly).
         object_size: smallest and largest nominal side of a target object, in pixels.
+        mark_fraction: diameter of an object's mark / the object's nominal side.
         n_single: number of shapes that occur exactly once.
         count_range: smallest and largest number of counted objects.
-        count_decoys: largest number of extra objects of the counted shape in other colours.
+        count_decoys: largest number of extra objects of the counted shape in the colours
+            left over by the single and counted objects.
         spatial_margin: smallest horizontal distance between the centres of two single-instance
             objects, as a fraction of the canvas width.
         clutter_density: background strokes per 10,000 pixels.
@@ -49,9 +59,10 @@ class SceneConfig:
             the background muted and unable to take a target colour.
     """
 
-    canvas_side: tuple[int, int] = (1024, 2048)
-    aspect_ratios: tuple[float, ...] = (1 / 2, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 2.0)
-    object_size: tuple[int, int] = (16, 48)
+    canvas_side: tuple[int, int] = (1536, 2048)
+    aspect_ratios: tuple[float, ...] = (3 / 4, 1.0, 4 / 3)
+    object_size: tuple[int, int] = (28, 52)
+    mark_fraction: float = 0.35
     n_single: int = 3
     count_range: tuple[int, int] = (1, 5)
     count_decoys: int = 2
@@ -74,8 +85,10 @@ class SceneConfig:
                 "object_size must be (min, max) with 8 <= min <= max <= canvas min side / 4, "
                 f"got {self.object_size}"
             )
-        if not 2 <= self.n_single <= len(SHAPES) - 1:
-            raise ValueError(f"n_single must be in 2..{len(SHAPES) - 1}, got {self.n_single}")
+        if not 2 <= self.n_single <= len(COLORS) - 2:
+            raise ValueError(f"n_single must be in 2..{len(COLORS) - 2} (colours are unique), got {self.n_single}")
+        if not 0 < self.mark_fraction <= 1:
+            raise ValueError(f"mark_fraction must be in (0, 1], got {self.mark_fraction}")
         if not 1 <= self.count_range[0] <= self.count_range[1]:
             raise ValueError(f"count_range must be (min, max) with 1 <= min <= max, got {self.count_range}")
         if self.count_decoys < 0:
@@ -226,11 +239,11 @@ def make_scene(seed: Seed, config: SceneConfig | None = None) -> Scene:
     size = canvas_size(rng, config)
     image = render_background(rng, size, config.clutter_density, config.noise_std, config.max_chroma)
 
-    colors = list(COLORS)
+    colors = [list(COLORS)[i] for i in rng.permutation(len(COLORS))]
     shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))]
-    count_shape, count_color = shapes[config.n_single], colors[rng.integers(len(colors))]
-    decoy_colors = [c for c in colors if c != count_color]
-    specs = [(shape, colors[rng.integers(len(colors))], True) for shape in shapes[: config.n_single]]
+    count_shape, count_color = shapes[config.n_single], colors[config.n_single]
+    decoy_colors = colors[config.n_single + 1:]
+    specs = [(shape, color, True) for shape, color in zip(shapes[: config.n_single], colors)]
     count = int(rng.integers(config.count_range[0], config.count_range[1] + 1))
     specs += [(count_shape, count_color, False)] * count
     specs += [
@@ -240,13 +253,17 @@ def make_scene(seed: Seed, config: SceneConfig | None = None) -> Scene:
 
     min_center_dx = config.spatial_margin * size[0]
     placer = _Placer(rng, size, min_center_dx)
+    marks = list(MARK_COLORS)
     objects = []
     for shape, color, single in specs:
         mask = shape_mask(shape, int(rng.integers(config.object_size[0], config.object_size[1] + 1)))
+        mark = marks[rng.integers(len(marks))]
         mx1, my1, mx2, my2 = mask.getbbox()
         x, y = placer.place(mx2 - mx1, my2 - my1, single)
-        image.paste(COLORS[color], (x - mx1, y - my1, x - mx1 + mask.width, y - my1 + mask.height), mask)
-        objects.append(SceneObject(shape, color, (x, y, x + mx2 - mx1, y + my2 - my1)))
+        paste_box = (x - mx1, y - my1, x - mx1 + mask.width, y - my1 + mask.height)
+        image.paste(COLORS[color], paste_box, mask)
+        image.paste(MARK_COLORS[mark], paste_box, mark_mask(mask, config.mark_fraction))
+        objects.append(SceneObject(shape, color, (x, y, x + mx2 - mx1, y + my2 - my1), mark))
 
     by_family = {
         "attribute": attribute_questions(rng, objects),

@@ -1,15 +1,16 @@
-"""The vocabulary of the synthetic scenes: target shapes, target colours, and their masks.
+"""The vocabulary of the synthetic scenes: target shapes, colours, marks, and their masks.
 
 Targets are drawn with one flat, saturated colour each and without anti-aliasing, so every
-pixel of a target has exactly its colour's RGB value; the background never contains those
-values (see ``scene.render_background``), which makes ground-truth boxes checkable pixel by
-pixel.
+pixel of a target has exactly its colour's RGB value — except its *mark*, a small centred disc
+in one of :data:`MARK_COLORS` — and the background never contains the target colours (see
+``scene.render_background``), which makes ground-truth boxes checkable pixel by pixel.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
@@ -23,6 +24,16 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "yellow": (240, 210, 20),
     "purple": (150, 40, 200),
     "orange": (250, 130, 10),
+}
+
+# Colours of the small mark at an object's centre: far from every target colour and from the
+# muted background, so a mark reads as its own colour in a zoomed view; in the whole-image view
+# of a 1536-2048 px scene it shrinks below a model pixel and blends into the object.
+MARK_COLORS: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "cyan": (0, 220, 230),
+    "pink": (255, 150, 200),
 }
 
 PLURALS = {shape: "crosses" if shape == "cross" else shape + "s" for shape in SHAPES}
@@ -76,3 +87,25 @@ def shape_mask(shape: str, size: int) -> Image.Image:
     else:
         draw.polygon([(x * scale, y * scale) for x, y in _POLYGONS[shape]], fill=255)
     return mask
+
+
+def mark_mask(shape_pixels: Image.Image, fraction: float) -> Image.Image:
+    """Binary mask of an object's mark: a disc of diameter ``fraction`` x the shape's nominal
+    side, centred on the shape's centroid, clipped to the shape.
+
+    Args:
+        shape_pixels: the shape's ``"L"`` mask (:func:`shape_mask`).
+        fraction: mark diameter / nominal side, in ``(0, 1]``.
+
+    Returns:
+        ``"L"`` image of the same size, 255 on the mark and 0 elsewhere.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"mark fraction must be in (0, 1], got {fraction}")
+    inside = np.asarray(shape_pixels) > 0
+    rows, cols = np.nonzero(inside)
+    cy, cx = rows.mean(), cols.mean()
+    radius = fraction * shape_pixels.width / 2
+    yy, xx = np.mgrid[: inside.shape[0], : inside.shape[1]]
+    disc = (yy + 0.5 - (cy + 0.5)) ** 2 + (xx + 0.5 - (cx + 0.5)) ** 2 <= radius**2
+    return Image.fromarray(((disc & inside) * 255).astype(np.uint8), mode="L")

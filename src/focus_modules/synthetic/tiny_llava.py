@@ -24,7 +24,7 @@ from focus_modules.adapters import base as adapter_base
 
 from .crops import EXISTENCE_TEMPLATE
 from .questions import ATTRIBUTE_TEMPLATE, COUNTING_TEMPLATE, SPATIAL_TEMPLATE
-from .shapes import COLORS, PLURALS, SHAPES
+from .shapes import COLORS, MARK_COLORS, PLURALS, SHAPES
 
 # The llava-hf/llava-1.5-7b-hf chat template.
 LLAVA_CHAT_TEMPLATE = (
@@ -55,8 +55,8 @@ def vocabulary(extra_words: Iterable[str] = ()) -> list[str]:
         adapter_base.OPTIONS_INSTRUCTION,
         "USER ASSISTANT : ( ) , " + " ".join(adapter_base.OPTION_LETTERS),
         ATTRIBUTE_TEMPLATE, COUNTING_TEMPLATE, SPATIAL_TEMPLATE,
-        " ".join(SHAPES), " ".join(PLURALS.values()), " ".join(COLORS),
-        "left right all Yes No " + " ".join(str(n) for n in range(10)),
+        " ".join(SHAPES), " ".join(PLURALS.values()), " ".join(COLORS), " ".join(MARK_COLORS),
+        "left right all Yes No mark background " + " ".join(str(n) for n in range(10)),
         " ".join(extra_words),
     ]
     vocab = list(SPECIAL_TOKENS)

@@ -11,7 +11,7 @@ Each JSON has V*Bench's keys ``target_object`` (list of phrases), ``bbox`` (one 
 per target instance), ``question`` and ``options`` (the first is correct), plus ``family``,
 ``seed`` (``make_scene(tuple(seed), config)`` redraws the image), ``question_type``,
 ``bbox_target`` (index in ``target_object`` of each box), ``image_size`` (``[w, h]``) and
-``objects`` (every shape in the image with its colour and ``[x, y, w, h]`` box).
+``objects`` (every shape in the image with its colour, mark colour and ``[x, y, w, h]`` box).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def vstar_record(scene: Scene, question: Question) -> dict:
         "question_type": question.question_type,
         "bbox_target": list(question.box_target),
         "image_size": list(scene.size),
-        "objects": [{"shape": o.shape, "color": o.color, "bbox": xyxy_to_xywh(o.box)} for o in scene.objects],
+        "objects": [{"shape": o.shape, "color": o.color, "mark": o.mark, "bbox": xyxy_to_xywh(o.box)}
+                    for o in scene.objects],
     }
 
 
