@@ -32,6 +32,9 @@ def test_prompt_holds_the_few_shot_examples_and_ends_open():
         ("cup, cup, Cup", "What is the color of the cup?", ["cup"]),
         ("\n\n  glove\n", "What is the glove made of?", ["glove"]),
         ("the car", "What is the color of the cars?", ["the car"]),  # plural folding
+        ("baseball glove", "What is the glove made of?", ["baseball glove"]),  # the model's qualifier
+        # a near miss that shares only a modifier names another object
+        ("red triangle, red diamond", "What is the mark color of the red diamond?", ["red diamond"]),
         # Nothing usable: invented objects, none, empty, a sentence.
         ("elephant", "What is the color of the cup?", []),
         ("none", "What is the color of the cup?", []),

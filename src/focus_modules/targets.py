@@ -99,8 +99,11 @@ def parse_targets(reply: str, question: str) -> list[str]:
 
     Reads the first non-empty line (dropping a repeated ``"Objects:"``), splits it at commas
     and semicolons, strips quotes, brackets and trailing punctuation, and keeps the parts
-    that look like object names: at most :data:`MAX_TARGET_WORDS` words, not "none", and
-    sharing at least one word with the question (a guard against objects the model made up).
+    that look like object names: at most :data:`MAX_TARGET_WORDS` words, not "none", and whose
+    head noun (last word) is a word of the question, plural folded. This guards against objects
+    the model made up, including a near miss that shares only a modifier ("red triangle" for
+    "the red diamond"), while it keeps the model's own qualifiers ("baseball glove" for "the
+    glove").
     Returns ``[]`` when nothing usable is left (the caller then uses :func:`keyword_targets`).
     """
     line = next((ln.strip() for ln in reply.splitlines() if ln.strip()), "")
@@ -114,7 +117,7 @@ def parse_targets(reply: str, question: str) -> list[str]:
         words = WORD.findall(part.lower())
         if not words or len(words) > MAX_TARGET_WORDS or part.lower() in ("none", "nothing", "no objects"):
             continue
-        if not question_words & {_stem(w) for w in words if w not in DETERMINERS}:
+        if _stem(words[-1]) not in question_words:
             continue
         if part.lower() not in (t.lower() for t in targets):
             targets.append(part)
