@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from eval_fixtures import FakeResult, FakeRoi
@@ -32,3 +33,25 @@ def test_vanilla_result_is_the_image_alone_and_bad_maps_are_refused():
     assert plain.size == (30, 20) and plain.getpixel((15, 10)) == BLUE
     with pytest.raises(ValueError, match=r"\(h, w\)"):
         render_result(image, _result(torch.zeros(2, 3, 3)))
+
+
+def test_heat_map_uses_the_colour_scale_and_draws_it():
+    from focus_modules.eval.viz import HEAT_SCALE, heat_colors
+
+    assert heat_colors(np.array([0.0]))[0].tolist() == list(HEAT_SCALE[0][1])
+    assert heat_colors(np.array([1.0]))[0].tolist() == list(HEAT_SCALE[-1][1])
+    image = Image.new("RGB", (400, 400), (0, 0, 0))
+    heat = torch.zeros(8, 8)
+    heat[3, 3] = 1.0
+    picture = render_result(image, _result(heat))
+    # the hottest cell's centre (panel 1, cell (3, 3) of 50 px) is near the scale's top colour,
+    # mostly opaque over black: (252, 255, 164) x 210 / 255 = (207, 210, 135) at the maximum;
+    # a relevance of 0.9 would give (196, 164, 80)
+    r, g, b = picture.getpixel((400 + 175, 175))
+    assert r > 190 and g > 180 and b > 100
+    # far from the hot cell the map is 0: transparent over the black image
+    assert picture.getpixel((400 + 25, 25)) == (0, 0, 0)
+    # the scale strip along the panel's bottom runs from the low colour to the high one
+    strip_y = 400 - 4 - 5
+    low, high = picture.getpixel((400 + 5, strip_y)), picture.getpixel((400 + 4 + 400 // 3 - 2, strip_y))
+    assert sum(low) < 60 and sum(high) > 600

@@ -12,8 +12,11 @@ from PIL import Image, ImageDraw
 
 # One colour per target (cycled), readable over photos.
 TARGET_COLORS = ((255, 64, 64), (64, 160, 255), (64, 220, 96), (255, 200, 0), (220, 96, 255), (0, 220, 220))
-HEAT_COLOR = (255, 40, 0)
-HEAT_MAX_ALPHA = 170
+# The heat map's colour scale (inferno's anchor colours, linearly interpolated): dark purple
+# for low relevance through red and orange to pale yellow for the map's maximum.
+HEAT_SCALE = ((0.0, (0, 0, 4)), (0.25, (87, 16, 110)), (0.5, (188, 55, 84)), (0.75, (249, 142, 9)),
+              (1.0, (252, 255, 164)))
+HEAT_MAX_ALPHA = 210
 
 
 def render_result(image: Image.Image, result: Any, max_side: int = 768,
@@ -21,8 +24,9 @@ def render_result(image: Image.Image, result: Any, max_side: int = 768,
     """Draw ``result`` (a FocusWrapper result) over ``image``.
 
     Panel 0 shows the image with, for every target, its best ROI (thick) and its other
-    verified ROIs (thin). Panel ``t + 1`` shows target ``t``'s relevance map as a red overlay
-    (min-max normalised, bilinear) with that target's ROIs. Panels are ``image`` scaled so
+    verified ROIs (thin). Panel ``t + 1`` shows target ``t``'s relevance map as a heat map
+    (min-max normalised, bilinear; colour and opacity grow with relevance, :data:`HEAT_SCALE`,
+    with the scale drawn at the panel's bottom) and that target's ROIs. Panels are ``image`` scaled so
     that its longer side is at most ``max_side`` (never enlarged), side by side.
 
     Args:
@@ -59,6 +63,7 @@ def render_result(image: Image.Image, result: Any, max_side: int = 768,
         rois = result.rois[t] if t < len(result.rois) else []
         _draw_rois(draw, rois, scale, TARGET_COLORS[t % len(TARGET_COLORS)], label=None)
         draw.text((4, 4), _label(targets, t), fill=(255, 255, 255))
+        _draw_scale(panel)
         canvas.paste(panel, (panel_size[0] * (t + 1), 0))
     return canvas
 
@@ -87,9 +92,31 @@ def _overlay(base: Image.Image, heat: Any, extent: Sequence[float]) -> Image.Ima
     values = (values - low) / (high - low) if high > low else np.zeros_like(values)
     x1, y1, x2, y2 = (round(v) for v in extent)
     size = (max(1, x2 - x1), max(1, y2 - y1))
-    alpha = Image.fromarray(np.uint8(values * HEAT_MAX_ALPHA)).resize(size, Image.BILINEAR)
-    heat_layer = Image.new("RGBA", size, HEAT_COLOR + (0,))
-    heat_layer.putalpha(alpha)
+    smooth = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+    smooth = np.clip(smooth, 0.0, 1.0)
+    rgba = np.concatenate([heat_colors(smooth), np.uint8(np.rint(np.sqrt(smooth) * HEAT_MAX_ALPHA))[..., None]], -1)
+    heat_layer = Image.fromarray(rgba, mode="RGBA")
     layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
     layer.paste(heat_layer, (x1, y1))  # clipped where the map reaches outside the image
     return Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")
+
+
+def heat_colors(values: np.ndarray) -> np.ndarray:
+    """``[...]`` values in ``[0, 1]`` -> ``[..., 3]`` uint8 colours of :data:`HEAT_SCALE`."""
+    stops = np.array([stop for stop, _ in HEAT_SCALE])
+    colors = np.array([color for _, color in HEAT_SCALE], dtype=np.float64)
+    channels = [np.interp(values, stops, colors[:, c]) for c in range(3)]
+    return np.uint8(np.rint(np.stack(channels, -1)))
+
+
+def _draw_scale(panel: Image.Image) -> None:
+    """The colour scale, low to high relevance, along the bottom of a map panel."""
+    width, height = panel.size
+    bar_w, bar_h = max(8, width // 3), max(4, height // 40)
+    x0, y0 = 4, height - bar_h - 4
+    if y0 < 0:
+        return
+    ramp = heat_colors(np.linspace(0.0, 1.0, bar_w))[None].repeat(bar_h, 0)
+    panel.paste(Image.fromarray(ramp), (x0, y0))
+    draw = ImageDraw.Draw(panel)
+    draw.text((x0 + bar_w + 4, y0 - 6), "relevance: low -> high (min-max)", fill=(255, 255, 255))
