@@ -18,7 +18,6 @@ trained to output for the patch (``train.py``).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,17 +25,16 @@ import torch
 from PIL import Image
 
 from focus_modules.adapters import LlavaAdapter
-from focus_modules.adapters.base import FinalView, Selection
+from focus_modules.adapters.base import OPTION_LETTERS, FinalView, Selection
 from focus_modules.config import FocusConfig
 from focus_modules.synthetic import COLORS, MARK_COLORS, PLURALS, Scene, make_scene, scene_rng
 from focus_modules.synthetic.crops import context_crop_box
+from focus_modules.synthetic.heldout import TRAIN_SEED_TAG
 from focus_modules.synthetic.records import Box, boxes_intersect
-from focus_modules.synthetic.tiny_llava import IMAGE_SIZE, PATCH_SIZE
+from focus_modules.synthetic.vstar import jpeg_round_trip
+from model import IMAGE_SIZE, PATCH_SIZE
 
-TRAIN_SEED_TAG = 7001
 GRID = IMAGE_SIZE // PATCH_SIZE
-JPEG_QUALITY = 95  # as write_vstar_layout
-OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 BACKGROUND_WORD = "background"
 MARK_WORD = "mark"
 # Class ids of the class image (R channel); anything larger (padding, canvas fill) is background.
@@ -69,10 +67,7 @@ class TrainingScene:
     @classmethod
     def make(cls, seed) -> TrainingScene:
         scene = make_scene(seed)
-        buffer = io.BytesIO()
-        scene.image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-        pixels = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-        return cls(scene, pixels, class_image(scene))
+        return cls(scene, jpeg_round_trip(scene.image), class_image(scene))
 
 
 def class_image(scene: Scene) -> Image.Image:
@@ -236,14 +231,14 @@ class SampleMaker:
         return self.adapter.encode_answer(view, question.question, None), question.answer, fractions
 
     def instruction_samples(self, ts: TrainingScene, rng: np.random.Generator) -> list:
-        """One scene's instruction data: step I for two questions, four existence questions,
+        """One scene's instruction data: step I for every question (text only, cheap; copying
+        the target phrase is learned late without it), four existence questions,
         every attribute question (multiple choice and open-ended) on its ROI view, one on an
         object-centred crop, one spatial and the counting question on their views, one
         multiple-choice question on the whole image."""
         scene = ts.scene
         samples = []
-        for i in rng.permutation(len(scene.questions))[:2]:
-            question = scene.questions[i]
+        for question in scene.questions:
             samples.append((self.adapter.encode_text(self.adapter.target_prompt(question.question)),
                             step1_reply(question), None))
         for i in range(4):

@@ -10,8 +10,9 @@ models get them (see ``data.py`` for the samples):
 1. **Dense alignment** (``--align-steps``): the vision tower and projector alone, trained so
    that each projected patch lies near the language model's word embeddings of what the patch
    shows (colour + shape word of an object, colour word + "mark" of a mark, "background"),
-   weighted by the pixels' share of the patch. This plays the role of a pretrained encoder plus
-   LLaVA's feature-alignment stage, made dense: visual tokens read as words.
+   weighted by presence (a class covering a tenth of the patch is its word). This plays the
+   role of a pretrained encoder plus LLaVA's feature-alignment stage, made dense: visual tokens
+   read as words.
 2. **Instruction data**: next-token loss on the replies of step-I naming, existence questions
    on ROI-sized crops, the mark colour on the views FOCUS builds, spatial and counting
    questions, and multiple choice on the whole image; the alignment loss stays on (weight
@@ -38,9 +39,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data import SampleStream  # noqa: E402
+from model import build_tiny_focus_llava, make_checkpoint_portable  # noqa: E402
 
 from focus_modules.adapters import LlavaAdapter  # noqa: E402
-from focus_modules.synthetic.tiny_llava import build_tiny_focus_llava, make_checkpoint_portable, tiny_focus_config  # noqa: E402
+from focus_modules.synthetic.tiny_llava import tiny_focus_config  # noqa: E402
 
 
 def batches(stream, batch_size: int, pad_id: int):
@@ -70,9 +72,32 @@ def batches(stream, batch_size: int, pad_id: int):
         yield batch
 
 
+# A class covering this share of a patch or more is the patch's word (see presence_weights).
+PRESENCE_SHARE = 0.1
+
+
+def presence_weights(fractions: torch.Tensor) -> torch.Tensor:
+    """How much each class's word counts in a patch's target: an object or mark class weighs
+    ``share / PRESENCE_SHARE`` (at most 1; renormalised if several add up past 1), background
+    the rest. A 28-52 px object covers only 2-11 % of a patch of the whole-image view, and a
+    target in proportion to area would teach the projector to say "background" there; large
+    MLLMs' visual tokens name a small object they contain, which is what FOCUS reads.
+
+    Args:
+        fractions: ``[..., NUM_CLASSES]`` class shares (class 0 = background).
+
+    Returns:
+        ``[..., NUM_CLASSES]`` weights summing to 1.
+    """
+    things = (fractions[..., 1:] / PRESENCE_SHARE).clamp(max=1.0)
+    things = things / things.sum(-1, keepdim=True).clamp(min=1.0)
+    return torch.cat([1.0 - things.sum(-1, keepdim=True), things], dim=-1)
+
+
 def alignment_loss(projected: torch.Tensor, fractions: torch.Tensor, class_words, embeddings: torch.Tensor):
-    """Mean squared distance of each projected patch to its word target, in units of the mean
-    squared norm of a word embedding.
+    """Mean squared distance of each projected patch to its word target (the class words'
+    embeddings weighted by :func:`presence_weights`), in units of the mean squared norm of a
+    word embedding.
 
     Args:
         projected: ``[B, GRID * GRID, D]`` projector outputs.
@@ -84,7 +109,7 @@ def alignment_loss(projected: torch.Tensor, fractions: torch.Tensor, class_words
     words = torch.stack([
         torch.stack([table[ids].sum(0) for ids in sample]) for sample in class_words
     ])  # [B, NUM_CLASSES, D]
-    target = fractions @ words
+    target = presence_weights(fractions) @ words
     return ((projected - target) ** 2).sum(-1).mean() / (table**2).sum(-1).mean()
 
 
@@ -129,7 +154,7 @@ def train(args) -> dict:
         step, next_scene, log = state["step"], state["next_scene"], state["log"]
         print(f"resumed at step {step}, scene {next_scene}")
     total = args.align_steps + args.steps
-    start = time.time()
+    start, out_of_time = time.time(), False
     bar = tqdm(total=total, initial=step, desc="train", unit="step")
     while step < total:
         stage = "align" if step < args.align_steps else "instruct"
@@ -167,13 +192,14 @@ def train(args) -> dict:
             if step % 10 == 0:
                 bar.set_postfix(stage=stage, loss=f"{np.mean(log['loss'][-50:]):.3f}",
                                 align=f"{np.mean(log['align'][-50:]):.3f}" if log["align"] else "-")
-            if step % args.save_every == 0 or step == total or step == args.align_steps:
+            out_of_time = args.minutes is not None and time.time() - start > args.minutes * 60
+            if step % args.save_every == 0 or step == total or step == args.align_steps or out_of_time:
                 save(model, processor, args.out / f"step_{step}")
                 torch.save({"model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                             "step": step, "next_scene": next_scene, "log": log}, state_path)
-            if step == args.align_steps or step >= total or (args.minutes and time.time() - start > args.minutes * 60):
+            if step == args.align_steps or step >= total or out_of_time:
                 break
-        if args.minutes and time.time() - start > args.minutes * 60:
+        if out_of_time:
             break
     bar.close()
     save(model, processor, args.out)

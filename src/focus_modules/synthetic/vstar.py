@@ -16,16 +16,26 @@ per target instance), ``question`` and ``options`` (the first is correct), plus 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from .records import FAMILIES, Question, xyxy_to_xywh
 from .scene import Scene, SceneConfig, make_scene
 
 FAMILY_DIRS = {"attribute": "direct_attributes", "spatial": "relative_position", "counting": "counting"}
+JPEG_QUALITY = 95
+
+
+def jpeg_round_trip(image: Image.Image, quality: int = JPEG_QUALITY) -> Image.Image:
+    """``image`` as :func:`write_vstar_layout` stores it and a reader decodes it (RGB)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
 def vstar_record(scene: Scene, question: Question) -> dict:
@@ -51,7 +61,7 @@ def write_vstar_layout(
     seed: int = 0,
     config: SceneConfig | None = None,
     families: tuple[str, ...] = FAMILIES,
-    jpeg_quality: int = 95,
+    jpeg_quality: int = JPEG_QUALITY,
     progress: bool = True,
 ) -> list[Path]:
     """Generate ``n_per_family`` questions of each family, one scene per question, and write them.
