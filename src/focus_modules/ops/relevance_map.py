@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Smallest magnitude a denominator may take; keeps its sign (DESIGN.md §2 step 3).
+# Smallest magnitude a denominator may take; keeps its sign (docs/design.md §3).
 DENOMINATOR_EPS = 1e-12
 # Per-head norms below this count as zero (the same floor as F.normalize).
 NORM_EPS = 1e-12
