@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 # Where the language model's decoder layers live, relative to the full multimodal model, per
@@ -143,8 +144,7 @@ class ValueCapture:
         missing = [self.layers[0] + i for i, done in enumerate(self._written) if not done]
         if missing:
             raise RuntimeError(f"decoder layers {missing} did not run in the last forward pass")
-        batch, num_layers, seq_len, width = self._buffer.shape
-        return self._buffer.view(batch, num_layers, seq_len, width // self.head_dim, self.head_dim)
+        return rearrange(self._buffer, "b l n (h d) -> b l n h d", d=self.head_dim)
 
     def __repr__(self) -> str:
         return f"ValueCapture(layers={self.layers}, head_dim={self.head_dim}, active={bool(self._handles)})"

@@ -14,6 +14,7 @@ import importlib.util
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
 # Smallest magnitude a denominator may take; keeps its sign (docs/design.md §3).
@@ -108,7 +109,8 @@ def relevance_scores_torch(
 
     rollout = torch.zeros(visual_cols.shape, dtype=compute_dtype, device=values.device)
     for layer in range(num_layers):
-        v = F.normalize(values[:, layer].to(compute_dtype), dim=-1, eps=NORM_EPS).flatten(2)  # [B, N, H*D]
+        v = F.normalize(values[:, layer].to(compute_dtype), dim=-1, eps=NORM_EPS)
+        v = rearrange(v, "b n h d -> b n (h d)")
         v_target = v.gather(1, target_pos[..., None].expand(-1, -1, v.shape[-1]))  # [B, S, H*D]
         sim = v_target @ v.transpose(1, 2)  # [B, S, N]: sum over heads of per-head cosines
         residual = (sim + identity_rows) / 2 * real[:, None, :]
@@ -134,7 +136,7 @@ def scores_to_grid(scores: Tensor, grid_hw: Tensor) -> Tensor:
     w = grid_hw[:, 1, None, None].to(scores.device)
     inside = (rows < h) & (cols < w)
     flat = torch.where(inside, rows * w + cols, 0).flatten(1)
-    return torch.where(inside, scores.gather(1, flat).view(-1, h_max, w_max), 0.0)
+    return torch.where(inside, rearrange(scores.gather(1, flat), "b (h w) -> b h w", w=w_max), 0.0)
 
 
 def triton_available() -> bool:
