@@ -6,9 +6,9 @@ Each configuration is passed to the launcher as arguments; the fastest ones beco
 launcher's defaults (``focus_modules.kernels.relevance_map.relevance_scores_triton``).
 """
 
+import functools
 import itertools
 
-import torch
 import triton.testing
 from relevance_inputs import SHAPES, copy_bandwidth_gbs, make_inputs  # beside this script
 
@@ -28,9 +28,8 @@ def main():
         results = []
         for combo in itertools.product(*SWEEP.values()):
             tiles = dict(zip(SWEEP, combo))
-            fn = lambda: relevance_scores_triton(  # noqa: E731
-                values, target_idx, visual_idx, norm_eps=NORM_EPS, denominator_eps=DENOMINATOR_EPS, **tiles
-            )
+            fn = functools.partial(relevance_scores_triton, values, target_idx, visual_idx,
+                                   norm_eps=NORM_EPS, denominator_eps=DENOMINATOR_EPS, **tiles)
             err = ((fn() - ref).norm() / ref.norm()).item()
             ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
             results.append((ms, tiles, err))
