@@ -15,30 +15,26 @@ Two launches, no N x N matrix:
 
 Row sums are exact: every real token of the sequence contributes, as in Fig. 7's
 ``X /= X.sum(-1)``. Values are read in their own dtype (fp32/fp16/bf16) and all math is fp32.
-The reference is ``focus_modules.ops.relevance_map.relevance_scores_torch``; it is also this
-op's CPU kernel. Set ``TRITON_INTERPRET=1`` before importing this module to run the kernels on
-CPU tensors (fp32/fp16) through :func:`relevance_scores_triton`.
+
+This module holds the kernels and their launcher only and imports nothing from the package: the
+op around them (input checks, the ``torch.library`` registration, the PyTorch reference that is
+its CPU kernel and its oracle, the epsilons) is ``focus_modules.ops.relevance_map``. Set
+``TRITON_INTERPRET=1`` before importing this module to run the kernels on CPU tensors
+(fp32/fp16) through :func:`relevance_scores_triton`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from focus_modules.ops.relevance_map import DENOMINATOR_EPS, NORM_EPS, relevance_scores_torch
-
+# Whether triton runs the kernels in its CPU interpreter (it reads the variable at import too).
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-# Tile sizes, measured on an H100 (benchmarks/tune_relevance_kernel.py).
-BLOCK_N = 32  # tokens per program of the first kernel
-BLOCK_V = 512  # visual tokens per program of the second kernel
-TAIL_BLOCK = 8192  # visual tokens per step of the consensus tail
-ROWS_WARPS = 8
-ROLLOUT_WARPS = 8
 
 
 @triton.jit
@@ -176,16 +172,56 @@ def _rollout_consensus_kernel(
             tl.store(out_ptr + b * num_visual + offs_w, u / prev_norm, mask=in_w)
 
 
-def _launch(values: Tensor, target_idx: Tensor, visual_idx: Tensor, attention_mask: Tensor | None, wrap) -> Tensor:
+def relevance_scores_triton(
+    values: Tensor,
+    target_idx: Tensor,
+    visual_idx: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    norm_eps: float,
+    denominator_eps: float,
+    block_n: int = 32,
+    rows_warps: int = 8,
+    block_v: int = 512,
+    rollout_warps: int = 8,
+    tail_block: int = 8192,
+    wrap: Callable | None = None,
+) -> Tensor:
+    """Launch the two kernels (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``).
+
+    Inputs are not checked here (``focus_modules.ops.relevance_map`` does that). The default
+    tile sizes and warps are the fastest measured on an H100 on the paper's shapes
+    (``benchmarks/tune_relevance_kernel.py``).
+
+    Args:
+        values: ``[B, L, N, H, D]`` value vectors, fp32/fp16/bf16, any strides.
+        target_idx: ``[B, S]`` long, target-token positions, ``-1`` for padding.
+        visual_idx: ``[B, V]`` long, visual-token positions in row-major grid order, ``-1``
+            for padding (trailing).
+        attention_mask: ``[B, N]``, nonzero for real tokens; ``None`` means all are real.
+        norm_eps: per-head norms are floored at this value.
+        denominator_eps: every denominator is pushed to at least this magnitude, keeping its
+            sign (0 counts as positive).
+        block_n: tokens per program of the first kernel.
+        rows_warps: warps per program of the first kernel.
+        block_v: visual tokens per program of the second kernel.
+        rollout_warps: warps per program of the second kernel.
+        tail_block: visual tokens per step of the consensus tail.
+        wrap: applied to each kernel before it is launched (``torch.library.wrap_triton``
+            inside a ``triton_op``); ``None`` launches the kernels as they are.
+
+    Returns:
+        ``[B, V]`` float32 scores in ``visual_idx`` order, zero at padded entries.
+    """
+    if wrap is None:
+        wrap = _unwrapped
     batch, num_layers, seq_len, num_heads, head_dim = values.shape
     num_targets, num_visual = target_idx.shape[1], visual_idx.shape[1]
     target_idx = target_idx.contiguous()
     visual_idx = visual_idx.contiguous()
     s_block = triton.next_power_of_2(num_targets)
     block_d = triton.next_power_of_2(head_dim)
-    block_n = BLOCK_N
     num_chunks = triton.cdiv(seq_len, block_n)
-    block_v = BLOCK_V
     device = values.device
 
     rows = torch.empty(batch, num_layers, num_targets, seq_len, dtype=torch.float32, device=device)
@@ -201,35 +237,16 @@ def _launch(values: Tensor, target_idx: Tensor, visual_idx: Tensor, attention_ma
         num_layers, seq_len, num_heads, head_dim, num_targets, num_chunks,
         *values.stride(),
         HAS_MASK=attention_mask is not None, S_BLOCK=s_block, BLOCK_N=block_n, BLOCK_D=block_d,
-        NORM_EPS=NORM_EPS, num_warps=ROWS_WARPS,
+        NORM_EPS=norm_eps, num_warps=rows_warps,
     )
     wrap(_rollout_consensus_kernel)[(batch, triton.cdiv(num_visual, block_v))](
         rows, partial, target_idx, visual_idx, rollout, target_sum, done, out,
         num_layers, seq_len, num_targets, num_visual, num_chunks,
         S_BLOCK=s_block, BLOCK_V=block_v, BLOCK_C=max(16, min(256, triton.next_power_of_2(num_chunks))),
-        TAIL_BLOCK=TAIL_BLOCK, EPS=DENOMINATOR_EPS, num_warps=ROLLOUT_WARPS,
+        TAIL_BLOCK=tail_block, EPS=denominator_eps, num_warps=rollout_warps,
     )
     return out
 
 
-def relevance_scores_triton(
-    values: Tensor, target_idx: Tensor, visual_idx: Tensor, attention_mask: Tensor | None = None
-) -> Tensor:
-    """Launch the two kernels directly (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1).
-
-    Same contract as ``relevance_scores_torch``: ``[B, V]`` float32 scores in ``visual_idx``
-    order, zero at padded entries. Inputs are not checked here.
-    """
-    return _launch(values, target_idx, visual_idx, attention_mask, wrap=lambda kernel: kernel)
-
-
-@torch.library.triton_op("focus_modules::relevance_scores", mutates_args=())
-def relevance_scores_op(
-    values: Tensor, target_idx: Tensor, visual_idx: Tensor, attention_mask: Tensor | None = None
-) -> Tensor:
-    """The kernels as a ``torch.library`` op: traceable by ``torch.compile``; on CPU tensors it
-    dispatches to the PyTorch reference."""
-    return _launch(values, target_idx, visual_idx, attention_mask, wrap=torch.library.wrap_triton)
-
-
-relevance_scores_op.register_kernel("cpu")(relevance_scores_torch)
+def _unwrapped(kernel):
+    return kernel

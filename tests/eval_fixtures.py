@@ -1,4 +1,4 @@
-"""Tiny benchmark files in the three layouts of DESIGN.md §5, and a fake answerer.
+"""Tiny benchmark files in the three layouts of docs/design.md §11, and a fake answerer.
 
 Shared by the eval tests and by tests/eval_worker.py (the process the crash and torchrun
 tests start).

@@ -1,7 +1,7 @@
 """A literal transcription of the paper's Fig. 7 (dense N x N, float64): the oracle for the
 relevance map. Shared by the tests and the benchmarks (``pythonpath = ["tests"]``).
 
-The only additions to Fig. 7 are the ones DESIGN.md §2 fixes: padded tokens (attention_mask
+The only additions to Fig. 7 are the ones docs/design.md §3 fixes: padded tokens (attention_mask
 0) get zero columns so they drop out of the row sums, the row/global denominators are guarded
 by a same-sign epsilon, and the consensus is renormalised after every multiplication.
 """

@@ -1,4 +1,4 @@
-"""Tiny random MLLMs built offline, for tests (and later issues) — no network, no weights.
+"""Tiny random MLLMs built offline, for tests — no network, no weights.
 
 ``build_tiny_llava()`` returns a ``LlavaForConditionalGeneration`` (CLIP vision tower + Llama
 language model, LLaVA-1.5 architecture) with random weights and its ``LlavaProcessor``: a

@@ -1,4 +1,4 @@
-"""The ``focus`` command (DESIGN.md §7).
+"""The ``focus`` command (docs/design.md §12).
 
     focus demo [--out focus_demo.png] [--scene N] [--family attribute|spatial|counting]
     focus ask IMAGE "QUESTION" [--option TEXT]... --model PATH_OR_ID [--method focus|vanilla]

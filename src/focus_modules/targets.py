@@ -64,7 +64,7 @@ def target_prompt(question: str) -> str:
 
 
 def is_counting(question: str) -> bool:
-    """Whether the question asks for a count (keyword rule, DESIGN.md §4)."""
+    """Whether the question asks for a count (keyword rule, docs/design.md §6)."""
     return COUNTING.search(question) is not None
 
 

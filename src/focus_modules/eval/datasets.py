@@ -1,7 +1,7 @@
 """Readers for the benchmarks of the paper (Sec. 4.1, B), from files the user already has.
 
 Every reader returns a list of :class:`Question` in a fixed order; images are decoded lazily,
-one at a time, by :meth:`Question.load_image`. Layouts (DESIGN.md §5):
+one at a time, by :meth:`Question.load_image`. Layouts (docs/design.md §11):
 
 * **V*Bench** (``vstar``): a folder with ``direct_attributes/`` and ``relative_position/``,
   each holding ``NAME.jpg`` + ``NAME.json`` (``question``, ``options`` with the correct one
@@ -91,7 +91,7 @@ class Question:
 
 
 def multiple_choice_text(question: str, options: tuple[str, ...] | list[str]) -> str:
-    """The question followed by one ``(A) option`` line per option (DESIGN.md §5)."""
+    """The question followed by one ``(A) option`` line per option (docs/design.md §11)."""
     lines = [question.strip()]
     lines += [f"({letter}) {option}" for letter, option in zip(OPTION_LETTERS, options)]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Resumable, shardable benchmark runs: one JSON line per question, then a summary.
 
 The runner needs only an *answerer*: any object with FocusWrapper's ``answer`` method
-(DESIGN.md §2). Each finished question is appended to the results file at once (flushed and
+(docs/design.md §7). Each finished question is appended to the results file at once (flushed and
 fsynced); a rerun with the same file skips every question already there, so after a crash or
 ``kill -9`` each question is answered exactly once. Under ``torchrun`` each rank answers the
 questions at positions ``rank, rank + world, ...`` into its own shard file and rank 0 merges
@@ -31,7 +31,7 @@ METHODS = ("focus", "vanilla")
 
 
 class Answerer(Protocol):
-    """What the runner calls: FocusWrapper's ``answer`` (DESIGN.md §2).
+    """What the runner calls: FocusWrapper's ``answer`` (docs/design.md §7).
 
     Each returned result has ``answer`` (str), ``targets`` (list[str]), ``question_type``,
     ``rois`` (per target, Roi objects with ``box`` xyxy pixels, ``relevance``,

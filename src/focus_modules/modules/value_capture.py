@@ -3,7 +3,7 @@
 FOCUS needs the value vectors that the KV-cache would hold (Sec. 3.2). A forward hook on each
 selected layer's ``self_attn.v_proj`` returns exactly those (values never get RoPE), works
 with sdpa / FlashAttention and ``use_cache=False``, and does not depend on the cache API,
-which changed three times between transformers 4.46 and 5.x (DESIGN.md §6).
+which changed three times between transformers 4.46 and 5.x (docs/design.md §10).
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 # Where the language model's decoder layers live, relative to the full multimodal model, per
-# transformers version (DESIGN.md §6). Every path starts at the language model, so the vision
+# transformers version (docs/design.md §10). Every path starts at the language model, so the vision
 # tower's own ``self_attn.v_proj`` modules can never match.
 DECODER_LAYER_PATHS = (
     "model.language_model.layers",  # >= 4.52: LLaVA, LLaVA-OneVision, Qwen2.5-VL
@@ -143,8 +144,7 @@ class ValueCapture:
         missing = [self.layers[0] + i for i, done in enumerate(self._written) if not done]
         if missing:
             raise RuntimeError(f"decoder layers {missing} did not run in the last forward pass")
-        batch, num_layers, seq_len, width = self._buffer.shape
-        return self._buffer.view(batch, num_layers, seq_len, width // self.head_dim, self.head_dim)
+        return rearrange(self._buffer, "b l n (h d) -> b l n h d", d=self.head_dim)
 
     def __repr__(self) -> str:
         return f"ValueCapture(layers={self.layers}, head_dim={self.head_dim}, active={bool(self._handles)})"

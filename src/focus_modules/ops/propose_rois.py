@@ -59,6 +59,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from kornia.filters import gaussian_blur2d
 from torch import Tensor
 from torchvision.ops import batched_nms
@@ -264,8 +265,10 @@ def smooth(planes: Tensor, grid_hw: Tensor, sigma: float) -> Tensor:
     # All planes as channels of one image: the CPU convolution is ~6x faster than with a batch
     # of 2-channel images. The border mode only touches the outer `radius` cells, which the
     # crop drops.
-    blurred = gaussian_blur2d(padded.flatten(0, 1)[None], 2 * radius + 1, (sigma, sigma), border_type="constant")
-    return blurred.view(padded.shape)[:, :, radius : radius + h_max, radius : radius + w_max]
+    channels = rearrange(padded, "b c h w -> 1 (b c) h w")
+    blurred = gaussian_blur2d(channels, 2 * radius + 1, (sigma, sigma), border_type="constant")
+    blurred = rearrange(blurred, "1 (b c) h w -> b c h w", b=batch)
+    return blurred[:, :, radius : radius + h_max, radius : radius + w_max]
 
 
 def disc_cells(s_dist: float) -> int:

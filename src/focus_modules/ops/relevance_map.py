@@ -1,20 +1,23 @@
 """Object relevance map from value-value cosine similarity (Sec. 3.2, Eq. 1-4, Fig. 7).
 
 This file holds the input checks, the pure-PyTorch path (the CPU path and the oracle the
-Triton kernel is tested against) and the dispatch to the fused kernel in
-``focus_modules.kernels.relevance_map``. Both paths compute the same ``[B, V]`` scores in the
-order of ``visual_idx``; :func:`relevance_map` lays them out on each prompt's grid.
+Triton kernel is tested against), the epsilons both paths use, and the ``torch.library`` op
+around the fused kernels of ``focus_modules.kernels.relevance_map`` (which imports nothing from
+here). Both paths compute the same ``[B, V]`` scores in the order of ``visual_idx``;
+:func:`relevance_map` lays them out on each prompt's grid.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
-# Smallest magnitude a denominator may take; keeps its sign (DESIGN.md §2 step 3).
+# Smallest magnitude a denominator may take; keeps its sign (docs/design.md §3).
 DENOMINATOR_EPS = 1e-12
 # Per-head norms below this count as zero (the same floor as F.normalize).
 NORM_EPS = 1e-12
@@ -106,7 +109,8 @@ def relevance_scores_torch(
 
     rollout = torch.zeros(visual_cols.shape, dtype=compute_dtype, device=values.device)
     for layer in range(num_layers):
-        v = F.normalize(values[:, layer].to(compute_dtype), dim=-1, eps=NORM_EPS).flatten(2)  # [B, N, H*D]
+        v = F.normalize(values[:, layer].to(compute_dtype), dim=-1, eps=NORM_EPS)
+        v = rearrange(v, "b n h d -> b n (h d)")
         v_target = v.gather(1, target_pos[..., None].expand(-1, -1, v.shape[-1]))  # [B, S, H*D]
         sim = v_target @ v.transpose(1, 2)  # [B, S, N]: sum over heads of per-head cosines
         residual = (sim + identity_rows) / 2 * real[:, None, :]
@@ -132,7 +136,7 @@ def scores_to_grid(scores: Tensor, grid_hw: Tensor) -> Tensor:
     w = grid_hw[:, 1, None, None].to(scores.device)
     inside = (rows < h) & (cols < w)
     flat = torch.where(inside, rows * w + cols, 0).flatten(1)
-    return torch.where(inside, scores.gather(1, flat).view(-1, h_max, w_max), 0.0)
+    return torch.where(inside, rearrange(scores.gather(1, flat), "b (h w) -> b h w", w=w_max), 0.0)
 
 
 def triton_available() -> bool:
@@ -145,13 +149,37 @@ def _relevance_scores_triton(values, target_idx, visual_idx, attention_mask):
     from focus_modules.kernels import relevance_map as kernel
 
     if values.is_cuda:
-        return kernel.relevance_scores_op(values, target_idx, visual_idx, attention_mask)
+        return relevance_scores_op()(values, target_idx, visual_idx, attention_mask)
     if kernel.INTERPRET:
-        return kernel.relevance_scores_triton(values, target_idx, visual_idx, attention_mask)
+        return _launch_kernels(values, target_idx, visual_idx, attention_mask)
     raise ValueError(
         "impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before import, to run the "
         "kernel in triton's CPU interpreter); use impl='torch' or impl='auto' on the CPU"
     )
+
+
+def _launch_kernels(values, target_idx, visual_idx, attention_mask, wrap=None) -> Tensor:
+    from focus_modules.kernels.relevance_map import relevance_scores_triton
+
+    return relevance_scores_triton(values, target_idx, visual_idx, attention_mask,
+                                   norm_eps=NORM_EPS, denominator_eps=DENOMINATOR_EPS, wrap=wrap)
+
+
+@functools.cache
+def relevance_scores_op():
+    """The fused kernels as the ``torch.library`` op ``focus_modules::relevance_scores``:
+    traceable by ``torch.compile``; on CPU tensors it runs :func:`relevance_scores_torch`.
+
+    Registered on first use (launching it needs triton, which importing this module must not).
+    Inputs are not checked here (see :func:`check_relevance_inputs`).
+    """
+
+    @torch.library.triton_op("focus_modules::relevance_scores", mutates_args=())
+    def op(values: Tensor, target_idx: Tensor, visual_idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return _launch_kernels(values, target_idx, visual_idx, attention_mask, wrap=torch.library.wrap_triton)
+
+    op.register_kernel("cpu")(relevance_scores_torch)
+    return op
 
 
 def check_relevance_inputs(
