@@ -183,10 +183,16 @@ class SampleMaker:
         return shown, patch_fractions(self.adapter, classes.images[0])
 
     def alignment_views(self, ts: TrainingScene, rng: np.random.Generator) -> list[View]:
-        """Views for the alignment stage: object-centred crops, ROI-sized crops, a random crop
-        and the whole image."""
+        """Views for the alignment stage: object-centred crops, ROI-sized crops, a random crop,
+        the whole image and three large crops (40-100 % of the short side), where objects are
+        as small as in the whole-image view FOCUS's map is computed on."""
         scene = ts.scene
         views = [self.view(ts, None)]
+        width, height = scene.size
+        for _ in range(3):
+            side = round(rng.uniform(0.4, 1.0) * min(width, height))
+            x1, y1 = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+            views.append(self.view(ts, (x1, y1, x1 + side, y1 + side)))
         for obj in scene.objects:
             views.append(self.view(ts, context_crop_box([obj.box], scene.size, rng, OBJECT_CONTEXT, min_side=8)))
             views.append(self.view(ts, roi_box(obj.box, scene, rng)))

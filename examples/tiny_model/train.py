@@ -74,6 +74,7 @@ def batches(stream, batch_size: int, pad_id: int):
 
 # A class covering this share of a patch or more is the patch's word (see presence_weights).
 PRESENCE_SHARE = 0.1
+OBJECT_PATCH_WEIGHT = 10.0
 
 
 def presence_weights(fractions: torch.Tensor) -> torch.Tensor:
@@ -109,8 +110,14 @@ def alignment_loss(projected: torch.Tensor, fractions: torch.Tensor, class_words
     words = torch.stack([
         torch.stack([table[ids].sum(0) for ids in sample]) for sample in class_words
     ])  # [B, NUM_CLASSES, D]
-    target = presence_weights(fractions) @ words
-    return ((projected - target) ** 2).sum(-1).mean() / (table**2).sum(-1).mean()
+    weights = presence_weights(fractions)
+    target = weights @ words
+    # Patches that show something weigh OBJECT_PATCH_WEIGHT times a background patch: in the
+    # whole-image view a handful of 256 patches hold an object, and they are what FOCUS's map
+    # must find.
+    patch_weight = 1.0 + (OBJECT_PATCH_WEIGHT - 1.0) * (1.0 - weights[..., 0])
+    error = ((projected - target) ** 2).sum(-1)
+    return (patch_weight * error).sum() / patch_weight.sum() / (table**2).sum(-1).mean()
 
 
 class ProjectorTap:

@@ -1,4 +1,4 @@
-"""Write synthetic questions in the V*Bench folder layout (DESIGN.md §5).
+"""Write synthetic questions in the V*Bench folder layout (docs/design.md §11).
 
 ::
 
