@@ -100,10 +100,12 @@ def parse_targets(reply: str, question: str) -> list[str]:
     Reads the first non-empty line (dropping a repeated ``"Objects:"``), splits it at commas
     and semicolons, strips quotes, brackets and trailing punctuation, and keeps the parts
     that look like object names: at most :data:`MAX_TARGET_WORDS` words, not "none", and whose
-    head noun (last word) is a word of the question, plural folded. This guards against objects
-    the model made up, including a near miss that shares only a modifier ("red triangle" for
-    "the red diamond"), while it keeps the model's own qualifiers ("baseball glove" for "the
-    glove").
+    head noun (last word, plural folded) is a word of the question — a guard against objects
+    the model made up ("red triangle" for "the red diamond" is dropped). Step I names objects
+    *of the question*, so a part with words the question lacks is replaced by the question's
+    own noun phrase with the same head (:func:`keyword_targets`): "blue diamond" for "the red
+    diamond" becomes "red diamond", "white truck" for "the truck" becomes "truck"; the part is
+    kept as written only when the question has no such phrase.
     Returns ``[]`` when nothing usable is left (the caller then uses :func:`keyword_targets`).
     """
     line = next((ln.strip() for ln in reply.splitlines() if ln.strip()), "")
@@ -117,11 +119,24 @@ def parse_targets(reply: str, question: str) -> list[str]:
         words = WORD.findall(part.lower())
         if not words or len(words) > MAX_TARGET_WORDS or part.lower() in ("none", "nothing", "no objects"):
             continue
-        if _stem(words[-1]) not in question_words:
+        content = [w for w in words if w not in DETERMINERS]
+        if not content or _stem(content[-1]) not in question_words:
             continue
+        if not {_stem(w) for w in content} <= question_words:
+            part = _grounded(part, content[-1], question)
         if part.lower() not in (t.lower() for t in targets):
             targets.append(part)
     return targets[:MAX_TARGETS]
+
+
+def _grounded(part: str, head: str, question: str) -> str:
+    """The question's own noun phrase with head noun ``head`` (the "all" marker kept from
+    either side), or ``part`` itself when the question has none."""
+    for phrase in keyword_targets(question):
+        stripped, marked = split_all_prefix(phrase)
+        if _stem(WORD.findall(stripped.lower())[-1]) == _stem(head):
+            return ("all " if marked or split_all_prefix(part)[1] else "") + stripped
+    return part
 
 
 def keyword_targets(question: str) -> list[str]:
