@@ -92,7 +92,7 @@ def test_every_object_carries_a_small_centred_mark_of_its_mark_colour(scenes):
             # centred: the mark's centre lies in the middle half of the box
             cy, cx = ys.mean() / inside.shape[0], xs.mean() / inside.shape[1]
             assert 0.25 < cx < 0.75 and 0.25 < cy < 0.8, obj
-            assert body.sum() > 2 * mark.sum(), obj
+            assert body.sum() > 0.5 * mark.sum(), obj  # the object keeps a rim of its colour (a star: its points)
 
 
 def test_background_is_muted_outside_the_objects(scenes):

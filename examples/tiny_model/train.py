@@ -141,6 +141,11 @@ def train(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, processor = build_tiny_focus_llava(seed=args.seed)
+    if args.init is not None:
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(args.init)
+        print(f"initialised from {args.init}")
     model.train()
     adapter = LlavaAdapter(model, processor)
     config = tiny_focus_config()
@@ -248,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-every", type=int, default=250, help="save step_N/ and state.pt every N steps")
     parser.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this wall time")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this checkpoint's weights (a step_N/ folder of an earlier run; same "
+                             "vocabulary), with fresh optimisers and schedules")
     args = parser.parse_args(argv)
     print(json.dumps(train(args)))
 

@@ -15,8 +15,8 @@ counting question (the counted colour and shape).
 
 Why it is built so: a single object is found and verified by its colour, which survives the
 downscaling of the whole image (a 28-52 px object is 1.3-3.3 model pixels of a 96 px view of a
-1536-2048 px canvas), while its mark (0.35 x its side) falls below a model pixel there and
-becomes 1-6 model pixels only in a zoomed crop of a few map cells. A model that answers from
+1536-2048 px canvas), while its mark (0.45 x its side) shrinks to 0.6-1.5 model pixels there,
+blended into the object, and becomes 2-8 model pixels only in a zoomed crop of 3-5 map cells. A model that answers from
 the whole image must guess the mark; one that finds the object and zooms can read it.
 """
 
@@ -62,7 +62,7 @@ class SceneConfig:
     canvas_side: tuple[int, int] = (1536, 2048)
     aspect_ratios: tuple[float, ...] = (3 / 4, 1.0, 4 / 3)
     object_size: tuple[int, int] = (28, 52)
-    mark_fraction: float = 0.35
+    mark_fraction: float = 0.45
     n_single: int = 3
     count_range: tuple[int, int] = (1, 5)
     count_decoys: int = 2
