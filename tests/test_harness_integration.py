@@ -71,6 +71,8 @@ def test_generic_question_is_the_context_before_the_options():
         "<image>\nWhat is the colour of the car?\nA. red\nB. blue\nAnswer with the letter.": "What is the colour of the car?",
         "Look closely.\nWhich animal is it?\n(A) cat\n(B) dog": "Look closely.\nWhich animal is it?",
         "Where is the cup?\nA) left\nB) right": "Where is the cup?",
+        "Question: Where is the cup?\nOptions:\nA. left\nB. right\nPlease select.": "Question: Where is the cup?",
+        "Options:\nA. left\nB. right": "Options:\nA. left\nB. right",
         "<image> Describe the sign. Answer in one word.": "Describe the sign. Answer in one word.",
         "A. only options\nB. here": "A. only options\nB. here",  # nothing before them: the whole prompt
     }
@@ -172,3 +174,28 @@ def test_vanilla_and_refusals(wrapper):
     two_images = REQUESTS[0]._replace(images=[scene((1, 2, 3)), scene((4, 5, 6))])
     with pytest.raises(NotImplementedError, match="one image per question; request 0 has 2 images"):
         generate_until(wrapper, [two_images])
+
+
+def test_vlmevalkit_model_answers_a_message_like_the_loop(wrapper, tmp_path):
+    from focus_modules.integrations.vlmevalkit import FocusVLMEvalKitModel
+
+    path = tmp_path / "scene.png"
+    scene((200, 30, 30)).save(path)
+    # VLMEvalKit's multiple-choice prompt (ImageMCQDataset.build_prompt)
+    prompt = ("Question: What is the color of the square?\nOptions:\nA. red\nB. blue\n"
+              "Please select the correct answer from the options above. \n")
+    model = FocusVLMEvalKitModel(wrapper, max_new_tokens=8)
+    model.set_dump_image(lambda line: [str(path)])
+    assert model.use_custom_prompt("HRBench4K") is False
+    text = model.generate([{"type": "image", "value": str(path)}, {"type": "text", "value": prompt}], "HRBench4K")
+    question = "Question: What is the color of the square?"
+    [direct] = generate_until(wrapper, [HarnessRequest(prompt, [str(path)], question, 8)])
+    assert text == direct.text
+    record, expected = dict(model.records[0]), direct.log_record()
+    assert record.pop("seconds") >= 0 and expected.pop("seconds") >= 0  # timings differ between runs
+    assert record == expected
+    [text_only] = generate_until(wrapper, [HarnessRequest("Name a colour.", [], "", 8)])
+    assert model.generate("Name a colour.") == text_only.text
+    assert model.records[-1]["method"] == "text-only"
+    with pytest.raises(NotImplementedError, match=r"image and text messages; got \['video'\]"):
+        model.generate([{"type": "video", "value": "clip.mp4"}, {"type": "text", "value": "What happens?"}])

@@ -96,10 +96,14 @@ def strip_image_placeholders(context: str) -> str:
 
 def generic_question(context: str) -> str:
     """The question of a prompt the plugin has no reader for: the lines before the first option
-    line (``A. ...``, ``(A) ...``), or the whole prompt when it has none."""
+    line (``A. ...``, ``(A) ...``) and its header line (one ending in ``:``, e.g. ``Options:``),
+    or the whole prompt when nothing precedes the options."""
     lines = strip_image_placeholders(context).strip().splitlines()
     first_option = next((i for i, line in enumerate(lines) if OPTION_LINE.match(line)), len(lines))
-    question = "\n".join(lines[:first_option]).strip()
+    before = lines[:first_option]
+    if first_option < len(lines) and before and before[-1].rstrip().endswith(":"):
+        before = before[:-1]
+    question = "\n".join(before).strip()
     return question or "\n".join(lines).strip()
 
 
