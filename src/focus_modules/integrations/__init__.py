@@ -5,4 +5,5 @@
 - :mod:`focus_modules.integrations.lmms_eval_model`: the lmms-eval model class (``--model focus``),
   imported only by lmms-eval through the ``lmms_eval.models`` entry point
   (``pip install "focus-modules[lmms]"``).
+- :mod:`focus_modules.integrations.vlmevalkit`: a model object for VLMEvalKit's ``infer_data_job``.
 """
