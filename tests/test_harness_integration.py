@@ -1,10 +1,8 @@
 """The harness loop (focus_modules.integrations.harness) on plain requests, with the shipped
 tiny model (CPU, offline); no harness is imported."""
 
-import dataclasses
 
 import pytest
-import torch
 from PIL import Image
 
 from focus_modules import FocusConfig, FocusWrapper
