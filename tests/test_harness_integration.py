@@ -1,7 +1,6 @@
 """The harness loop (focus_modules.integrations.harness) on plain requests, with the shipped
 tiny model (CPU, offline); no harness is imported."""
 
-
 import pytest
 from PIL import Image
 
