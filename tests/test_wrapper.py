@@ -154,6 +154,28 @@ def test_vanilla_answers_on_the_whole_image(wrapper):
     assert wrapper.answer(images[:1], QUESTIONS[:1], progress=True)[0].answer is not None
 
 
+def test_answer_prompts_replace_only_step_vi(wrapper, batched, monkeypatch):
+    images = make_images()[:3]
+    own = [wrapper.adapter.answer_prompt(q, o) for q, o in zip(QUESTIONS[:3], OPTIONS[:3])]
+    same = wrapper.answer(images, QUESTIONS[:3], OPTIONS[:3], answer_prompts=own)
+    assert [comparable(r) for r in same] == [comparable(r) for r in batched[:3]]
+
+    seen = []
+    encode_answer = wrapper.adapter.encode_answer
+
+    def spy(view, question, options):
+        seen.append((question, options))
+        return encode_answer(view, question, options)
+
+    monkeypatch.setattr(wrapper.adapter, "encode_answer", spy)
+    harness = ["USER PROMPT one\nA. red\nB. blue\nAnswer with the letter.", None, "  kept as it is  "]
+    results = wrapper.answer(images, QUESTIONS[:3], OPTIONS[:3], answer_prompts=harness)
+    assert seen == [(harness[0], None), (QUESTIONS[1], OPTIONS[1]), (harness[2], None)]
+    for result, reference in zip(results, batched[:3]):  # steps I-V still read the question
+        assert dataclasses.replace(comparable(result), answer="") == dataclasses.replace(comparable(reference),
+                                                                                         answer="")
+
+
 def test_input_errors(wrapper, tiny_llava):
     image = Image.new("RGB", (50, 40))
     cases = [
@@ -168,6 +190,8 @@ def test_input_errors(wrapper, tiny_llava):
         (dict(images=[image], questions=["What?"], method="zoom"), "method must be one of"),
         (dict(images=[image], questions=["What?"], batch_size=0), "batch_size"),
         (dict(images=[np.zeros((4, 4), np.float64)], questions=["What?"]), "uint8"),
+        (dict(images=[image], questions=["What?"], answer_prompts="Why?"), "answer_prompts must be None or a list"),
+        (dict(images=[image], questions=["What?"], answer_prompts=[" "]), r"answer_prompts\[0\] must be None or"),
     ]
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):

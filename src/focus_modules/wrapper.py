@@ -101,6 +101,7 @@ class _Job:
     options: list[str] | None
     given_targets: list[str] | None
     result: FocusResult
+    answer_prompt: str | None = None  # step VI's text, verbatim; None: question + options
     verified: list[int] = field(default_factory=list)  # per target: ROIs verified so far
     image: Image.Image | None = None
 
@@ -153,6 +154,7 @@ class FocusWrapper:
         method: str = "focus",
         batch_size: int | None = None,
         progress: bool = False,
+        answer_prompts: Sequence[str | None] | None = None,
     ) -> list[FocusResult]:
         """Answer each question about its image.
 
@@ -168,11 +170,15 @@ class FocusWrapper:
             batch_size: questions per group (each phase of a group is one batched call);
                 ``None`` puts all questions in one group. Results do not depend on it.
             progress: show a tqdm progress bar over groups.
+            answer_prompts: ``None``, or per question ``None`` (step VI asks the question with
+                its options) or the text of step VI's prompt, used verbatim (e.g. a benchmark
+                harness's own prompt); the question then only drives steps I-V. A multi-image
+                final view still gets the adapter's sentence saying what its images are.
 
         Returns:
             One :class:`FocusResult` per question, in order.
         """
-        jobs = self._jobs(images, questions, options, targets, method)
+        jobs = self._jobs(images, questions, options, targets, method, answer_prompts)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
         step = batch_size or max(len(jobs), 1)
@@ -198,7 +204,7 @@ class FocusWrapper:
 
     # --- input checks -----------------------------------------------------------------------------
 
-    def _jobs(self, images, questions, options, targets, method) -> list[_Job]:
+    def _jobs(self, images, questions, options, targets, method, answer_prompts=None) -> list[_Job]:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if isinstance(questions, str) or not isinstance(questions, Sequence):
@@ -208,7 +214,7 @@ class FocusWrapper:
         n = len(questions)
         if len(images) != n:
             raise ValueError(f"got {len(images)} images for {n} questions")
-        for name, per_question in (("options", options), ("targets", targets)):
+        for name, per_question in (("options", options), ("targets", targets), ("answer_prompts", answer_prompts)):
             if per_question is not None and (isinstance(per_question, str) or len(per_question) != n):
                 raise ValueError(f"{name} must be None or a list with one entry per question ({n})")
         jobs = []
@@ -220,8 +226,11 @@ class FocusWrapper:
             if opts is not None and len(opts) > len(OPTION_LETTERS):
                 raise ValueError(f"options[{i}] has {len(opts)} options; at most {len(OPTION_LETTERS)} are supported")
             given = self._check_strings(targets[i] if targets is not None else None, f"targets[{i}]", allow_empty=True)
+            prompt = answer_prompts[i] if answer_prompts is not None else None
+            if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+                raise ValueError(f"answer_prompts[{i}] must be None or a non-empty string, got {prompt!r}")
             result = FocusResult(answer="", targets=[], question_type=1, method=method)
-            jobs.append(_Job(images[i], question.strip(), opts, given, result))
+            jobs.append(_Job(images[i], question.strip(), opts, given, result, answer_prompt=prompt))
         return jobs
 
     @staticmethod
@@ -387,7 +396,10 @@ class FocusWrapper:
             else:
                 view = self.adapter.final_view(job.image, self.selection(result), self.config)
             result.final_view, result.final_boxes = view.kind, list(view.boxes)
-            encodings.append(self.adapter.encode_answer(view, job.question, job.options))
+            if job.answer_prompt is not None:  # the adapter adds no options to a prompt without them
+                encodings.append(self.adapter.encode_answer(view, job.answer_prompt, None))
+            else:
+                encodings.append(self.adapter.encode_answer(view, job.question, job.options))
         answers = self.adapter.generate(self.adapter.collate(encodings), self.max_new_tokens)
         self._account("answer", group, start)
         for job, text in zip(group, answers):
