@@ -33,3 +33,11 @@ def tiny_qwen2_5_vl():
     from tiny_models import build_tiny_qwen2_5_vl
 
     return build_tiny_qwen2_5_vl()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_vl():
+    """``(model, processor)`` of a tiny random Qwen3-VL (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_qwen3_vl
+
+    return build_tiny_qwen3_vl()

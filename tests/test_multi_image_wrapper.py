@@ -1,4 +1,5 @@
-"""FocusWrapper end to end on tiny random LLaVA-OneVision and Qwen2.5-VL models (CPU, offline)."""
+"""FocusWrapper end to end on tiny random multi-image models (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL,
+InternVL, Gemma 3; CPU, offline)."""
 
 import dataclasses
 
@@ -35,9 +36,13 @@ OPTIONS = [["red", "blue", "green", "yellow"], ["left", "right"], ["A", "B", "C"
 TARGETS = [["cat"], ["red car", "white truck"], ["all birds"], None]
 
 
-@pytest.fixture(scope="module", params=["llava-onevision", "qwen2.5-vl"])
-def wrapper(request, tiny_onevision, tiny_qwen2_5_vl):
-    model, processor = tiny_onevision if request.param == "llava-onevision" else tiny_qwen2_5_vl
+# preset family -> fixture of its tiny model (tests/conftest.py)
+TINY_MODELS = {"llava-onevision": "tiny_onevision", "qwen2.5-vl": "tiny_qwen2_5_vl", "qwen3-vl": "tiny_qwen3_vl"}
+
+
+@pytest.fixture(scope="module", params=list(TINY_MODELS))
+def wrapper(request):
+    model, processor = request.getfixturevalue(TINY_MODELS[request.param])
     config = FocusConfig.preset(request.param, n_steps=N_STEPS, layers=(2, 4))
     return FocusWrapper(model, processor, config, max_new_tokens=4, target_max_new_tokens=8)
 
@@ -100,15 +105,15 @@ def test_relevance_map_shape_follows_the_family(wrapper, batched):
         assert tuple(result.relevance_maps[0].shape) == enc.grid_hw
 
 
-@pytest.mark.parametrize("family", ["onevision", "qwen"])
-def test_focus_ask_loads_a_saved_tiny_model(family, tiny_onevision, tiny_qwen2_5_vl, tmp_path, capsys):
+@pytest.mark.parametrize("family", list(TINY_MODELS))
+def test_focus_ask_loads_a_saved_tiny_model(family, request, tmp_path, capsys):
     """``focus ask`` on the saved model and processor (``from_pretrained`` through
     AutoModelForImageTextToText / AutoProcessor, offline) picks the family's adapter."""
     import json
 
     from focus_modules import cli
 
-    model, processor = tiny_onevision if family == "onevision" else tiny_qwen2_5_vl
+    model, processor = request.getfixturevalue(TINY_MODELS[family])
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     image = tmp_path / "photo.png"

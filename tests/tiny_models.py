@@ -264,3 +264,78 @@ def build_tiny_qwen2_5_vl(
     processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                     video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
     return model, processor
+
+
+# --- Qwen3-VL, InternVL and Gemma 3 ---------------------------------------------------------------
+
+# The Qwen/Qwen3-VL-*-Instruct chat template, reduced to what the adapters render (no tools, no
+# reasoning turns): contents in order, no default system turn.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_qwen3_vl(
+    *,
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    max_pixels: int = 32 * 32 * 64,
+    seed: int = 0,
+):
+    """A random Qwen3-VL-architecture model and its processor: 16-px patches merged 2 x 2 (a token
+    per 32 x 32 pixels of the resized image, as the real model), learned position embeddings
+    resampled to each image, deepstack features from two vision layers added after the first two
+    decoder layers, interleaved M-RoPE; ``max_pixels`` small so the maps stay small.
+
+    Returns:
+        ``(model, processor)``: ``Qwen3VLForConditionalGeneration`` in eval mode (fp32, sdpa) and
+        ``Qwen3VLProcessor``.
+    """
+    try:
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+        from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+    except ImportError:
+        pytest.skip("Qwen3-VL is in transformers >= 4.57")
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>")
+    tokenizer = build_tokenizer(
+        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]), specials, bos=None, eos="<|im_end|>",
+        pad="<|endoftext|>", unk="<|endoftext|>")
+    vocab = tokenizer.get_vocab()
+    head_dim = hidden_size // num_heads
+    config = Qwen3VLConfig(
+        vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden_size,
+                           num_position_embeddings=64, deepstack_visual_indexes=[0, 1]),
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+            head_dim=head_dim, max_position_embeddings=4096, initializer_range=0.1,
+            pad_token_id=vocab["<|endoftext|>"],
+            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_interleaved": True,
+                             "mrope_section": [head_dim // 4, head_dim // 8, head_dim // 8]},
+        ),
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = vocab["<|endoftext|>"]
+    model.generation_config.eos_token_id = vocab["<|im_end|>"]
+    # Qwen3-VL's preprocessor: 16-px patches, mean = std = 0.5
+    image_processor = Qwen2VLImageProcessor(min_pixels=32 * 32 * 4, max_pixels=max_pixels, patch_size=16,
+                                            image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 video_processor=Qwen3VLVideoProcessor(), chat_template=QWEN3_VL_CHAT_TEMPLATE)
+    return model, processor
