@@ -41,3 +41,11 @@ def tiny_qwen3_vl():
     from tiny_models import build_tiny_qwen3_vl
 
     return build_tiny_qwen3_vl()
+
+
+@pytest.fixture(scope="session")
+def tiny_internvl():
+    """``(model, processor)`` of a tiny random InternVL (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_internvl
+
+    return build_tiny_internvl()

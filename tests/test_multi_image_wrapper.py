@@ -37,7 +37,8 @@ TARGETS = [["cat"], ["red car", "white truck"], ["all birds"], None]
 
 
 # preset family -> fixture of its tiny model (tests/conftest.py)
-TINY_MODELS = {"llava-onevision": "tiny_onevision", "qwen2.5-vl": "tiny_qwen2_5_vl", "qwen3-vl": "tiny_qwen3_vl"}
+TINY_MODELS = {"llava-onevision": "tiny_onevision", "qwen2.5-vl": "tiny_qwen2_5_vl", "qwen3-vl": "tiny_qwen3_vl",
+               "internvl": "tiny_internvl"}
 
 
 @pytest.fixture(scope="module", params=list(TINY_MODELS))

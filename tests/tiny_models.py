@@ -339,3 +339,84 @@ def build_tiny_qwen3_vl(
     processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                  video_processor=Qwen3VLVideoProcessor(), chat_template=QWEN3_VL_CHAT_TEMPLATE)
     return model, processor
+
+
+def with_named_tokens(tokenizer, **named):
+    """``tokenizer`` re-wrapped with named special tokens (e.g. ``start_image_token="<img>"``),
+    readable as attributes and ``..._id`` as processors expect them."""
+    return type(tokenizer)(
+        tokenizer_object=tokenizer.backend_tokenizer, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
+        unk_token=tokenizer.unk_token, pad_token=tokenizer.pad_token, extra_special_tokens=named,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+# The OpenGVLab/InternVL3-*-hf chat template: contents in order, an image as "<IMG_CONTEXT>\n".
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{{ '<IMG_CONTEXT>\n' }}{% elif content['type'] == 'video' %}"
+    "{{ '<video>\n' }}{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_tiny_internvl(
+    *,
+    tile_size: int = 64,
+    patch_size: int = 8,
+    max_patches: int = 6,
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    seed: int = 0,
+):
+    """A random InternVL-architecture model (InternViT tower with a CLS token + Qwen2 language
+    model) and its processor, laid out like ``OpenGVLab/InternVL3-*-hf``: the image stretched onto
+    ``cols x rows`` tiles of ``tile_size`` pixels (``1 <= cols * rows <= max_patches``) plus a
+    thumbnail, ``(tile_size // patch_size)^2`` patches per tile pixel-shuffled 2 x 2 into
+    ``(tile_size // patch_size // 2)^2`` tokens (4 x 4 here, 16 x 16 in the real 448-px model).
+
+    Returns:
+        ``(model, processor)``: ``InternVLForConditionalGeneration`` in eval mode (fp32, sdpa) and
+        ``InternVLProcessor``.
+    """
+    try:
+        from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
+        from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+    except ImportError:
+        pytest.skip("InternVL is in transformers >= 4.52")
+    from transformers import GotOcr2ImageProcessor
+
+    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>")
+    tokenizer = build_tokenizer(
+        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]), specials, bos=None, eos="<|im_end|>",
+        pad="<|endoftext|>", unk="<|endoftext|>")
+    tokenizer = with_named_tokens(tokenizer, start_image_token="<img>", end_image_token="</img>",
+                                  context_image_token="<IMG_CONTEXT>", video_token="<video>")
+    vocab = tokenizer.get_vocab()
+    tokens_per_tile = (tile_size // patch_size // 2) ** 2
+    config = InternVLConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=[tile_size, tile_size], patch_size=[patch_size, patch_size]),
+        text_config=dict(
+            model_type="qwen2", vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+            max_position_embeddings=4096, initializer_range=0.1, pad_token_id=vocab["<|endoftext|>"],
+            eos_token_id=vocab["<|im_end|>"],
+        ),
+        image_token_id=vocab["<IMG_CONTEXT>"], image_seq_length=tokens_per_tile, downsample_ratio=0.5,
+        vision_feature_layer=-1, vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = vocab["<|endoftext|>"]
+    model.generation_config.eos_token_id = vocab["<|im_end|>"]
+    image_processor = GotOcr2ImageProcessor(size={"height": tile_size, "width": tile_size}, crop_to_patches=True,
+                                            min_patches=1, max_patches=max_patches,
+                                            image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    processor = InternVLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                  video_processor=InternVLVideoProcessor(), image_seq_length=tokens_per_tile,
+                                  chat_template=INTERNVL_CHAT_TEMPLATE)
+    return model, processor
