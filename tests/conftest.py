@@ -49,3 +49,11 @@ def tiny_internvl():
     from tiny_models import build_tiny_internvl
 
     return build_tiny_internvl()
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3():
+    """``(model, processor)`` of a tiny random Gemma 3 (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_gemma3
+
+    return build_tiny_gemma3()

@@ -420,3 +420,74 @@ def build_tiny_internvl(
                                   video_processor=InternVLVideoProcessor(), image_seq_length=tokens_per_tile,
                                   chat_template=INTERNVL_CHAT_TEMPLATE)
     return model, processor
+
+
+# The google/gemma-3-*-it chat template, reduced to what the adapters render: no system turn,
+# an image as "<start_of_image>", text trimmed. (The tokenizer prepends <bos> itself here.)
+GEMMA3_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}"
+    "{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}{{ '<start_of_image>' }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+GEMMA3_WORDS = "Here is the original image and here are some crops to help you see better model"
+
+
+def build_tiny_gemma3(
+    *,
+    image_size: int = 128,
+    patch_size: int = 8,
+    tokens_per_side: int = 8,
+    num_layers: int = 4,
+    hidden_size: int = 64,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    seed: int = 0,
+):
+    """A random Gemma 3-architecture model (SigLIP tower + Gemma 3 language model with sliding and
+    global attention layers) and its processor, laid out like ``google/gemma-3-*-it``: every image
+    (and every pan-and-scan crop) stretched to ``image_size`` squared,
+    ``(image_size // patch_size)^2`` patches average-pooled to ``tokens_per_side^2`` tokens (8 x 8
+    here, 16 x 16 from 64 x 64 patches in the real 896-px model).
+
+    Returns:
+        ``(model, processor)``: ``Gemma3ForConditionalGeneration`` in eval mode (fp32, sdpa) and
+        ``Gemma3Processor``.
+    """
+    try:
+        from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
+    except ImportError:
+        pytest.skip("Gemma 3 is in transformers >= 4.50")
+
+    specials = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                "<end_of_image>", "<image_soft_token>")
+    tokenizer = build_tokenizer(prompt_vocabulary([CHAT_WORDS, GEMMA3_WORDS, _multi_image_words()]), specials,
+                                bos="<bos>", eos="<end_of_turn>", pad="<pad>", unk="<unk>")
+    tokenizer = with_named_tokens(tokenizer, boi_token="<start_of_image>", eoi_token="<end_of_image>",
+                                  image_token="<image_soft_token>")
+    vocab = tokenizer.get_vocab()
+    config = Gemma3Config(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=patch_size),
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+            head_dim=hidden_size // num_heads, query_pre_attn_scalar=hidden_size // num_heads,
+            max_position_embeddings=4096, initializer_range=0.1, sliding_window=256,
+            layer_types=["sliding_attention"] * (num_layers - 1) + ["full_attention"],
+            pad_token_id=vocab["<pad>"], bos_token_id=vocab["<bos>"], eos_token_id=vocab["<end_of_turn>"],
+        ),
+        mm_tokens_per_image=tokens_per_side**2, boi_token_index=vocab["<start_of_image>"],
+        eoi_token_index=vocab["<end_of_image>"], image_token_index=vocab["<image_soft_token>"],
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = vocab["<pad>"]
+    model.generation_config.eos_token_id = vocab["<end_of_turn>"]
+    image_processor = Gemma3ImageProcessor(size={"height": image_size, "width": image_size},
+                                           image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                image_seq_length=tokens_per_side**2, chat_template=GEMMA3_CHAT_TEMPLATE)
+    return model, processor

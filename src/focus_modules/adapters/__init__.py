@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from focus_modules.adapters.base import Batch, Encoding, FinalView, ModelAdapter, Selection
+from focus_modules.adapters.gemma3 import Gemma3Adapter
 from focus_modules.adapters.internvl import InternVLAdapter
 from focus_modules.adapters.llava import LlavaAdapter
 from focus_modules.adapters.llava_onevision import LlavaOnevisionAdapter
@@ -56,10 +57,11 @@ def adapter_for(model: nn.Module, processor, **options) -> ModelAdapter:
     )
 
 
-for _cls in (LlavaAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, InternVLAdapter):
+for _cls in (LlavaAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, InternVLAdapter,
+             Gemma3Adapter):
     for _name in _cls.model_classes:
         register_adapter(_name, _cls)
 
-__all__ = ["Batch", "Encoding", "FinalView", "InternVLAdapter", "LlavaAdapter", "LlavaOnevisionAdapter", "ModelAdapter",
-           "MultiImageAdapter", "Qwen2_5_VLAdapter", "Qwen3VLAdapter", "Selection", "adapter_for", "register_adapter",
-           "supported_models"]
+__all__ = ["Batch", "Encoding", "FinalView", "Gemma3Adapter", "InternVLAdapter", "LlavaAdapter",
+           "LlavaOnevisionAdapter", "ModelAdapter", "MultiImageAdapter", "Qwen2_5_VLAdapter", "Qwen3VLAdapter",
+           "Selection", "adapter_for", "register_adapter", "supported_models"]
