@@ -4,8 +4,9 @@
 language model, LLaVA-1.5 architecture) with random weights and its ``LlavaProcessor``: a
 ``tokenizers`` WordLevel tokenizer whose vocabulary covers every prompt of the LLaVA adapter,
 a ``CLIPImageProcessor`` and the llava-hf chat template. ``build_tiny_onevision()`` (SigLIP +
-Qwen2, anyres tiles, llava-hf layout) and ``build_tiny_qwen2_5_vl()`` do the same for
-LLaVA-OneVision and Qwen2.5-VL, with their own processors (torchvision needed) and chat templates.
+Qwen2, anyres tiles, llava-hf layout), ``build_tiny_qwen2_5_vl()``, ``build_tiny_qwen3_vl()``,
+``build_tiny_internvl()`` and ``build_tiny_gemma3()`` do the same for LLaVA-OneVision, Qwen2.5-VL,
+Qwen3-VL, InternVL and Gemma 3, with their own processors (torchvision needed) and chat templates.
 """
 
 from __future__ import annotations

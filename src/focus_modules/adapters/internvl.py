@@ -58,7 +58,7 @@ class InternVLAdapter(MultiImageAdapter):
         patches_per_side = tile // patch
         tokens_per_side = patches_per_side * config.downsample_ratio
         if tile % patch or tokens_per_side != int(tokens_per_side):
-            raise ValueError(f"a {tile}-px tile of {patch}-px patches does not pixel-shuffle by {config.downsample_ratio}")
+            raise ValueError(f"{tile}-px tiles of {patch}-px patches do not pixel-shuffle by {config.downsample_ratio}")
         self.tile_size = tile
         self.tokens_per_side = int(tokens_per_side)
         self.min_patches = int(self.image_processor.min_patches)
