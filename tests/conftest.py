@@ -33,3 +33,27 @@ def tiny_qwen2_5_vl():
     from tiny_models import build_tiny_qwen2_5_vl
 
     return build_tiny_qwen2_5_vl()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_vl():
+    """``(model, processor)`` of a tiny random Qwen3-VL (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_qwen3_vl
+
+    return build_tiny_qwen3_vl()
+
+
+@pytest.fixture(scope="session")
+def tiny_internvl():
+    """``(model, processor)`` of a tiny random InternVL (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_internvl
+
+    return build_tiny_internvl()
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3():
+    """``(model, processor)`` of a tiny random Gemma 3 (see tests/tiny_models.py)."""
+    from tiny_models import build_tiny_gemma3
+
+    return build_tiny_gemma3()

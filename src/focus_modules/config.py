@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-FAMILIES = ("llava-1.5", "llava-onevision", "qwen2.5-vl")
+FAMILIES = ("llava-1.5", "llava-onevision", "qwen2.5-vl", "qwen3-vl", "internvl", "gemma3")
 DATASETS = ("vstar", "hrbench", "mme-rw-lite")
 N_STEPS_IN_PAPER = (1, 2, 3, 4, 6, 8)
+# Decoder layers of each family's preset, for its reference model (adapters rescale to other depths).
+PRESET_LAYERS = {"llava-1.5": (14, 32), "llava-onevision": (21, 28), "qwen2.5-vl": (14, 28), "qwen3-vl": (18, 36),
+                 "internvl": (14, 28), "gemma3": (17, 34)}
+# Families whose map is one fixed-size global view (LLaVA-1.5's proposal settings, no smoothing).
+GLOBAL_VIEW_FAMILIES = ("llava-1.5", "gemma3")
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,8 @@ class FocusConfig:
         """Table 7's hyper-parameters for a model family and benchmark.
 
         Args:
-            family: one of ``"llava-1.5"``, ``"llava-onevision"``, ``"qwen2.5-vl"``.
+            family: one of ``"llava-1.5"``, ``"llava-onevision"``, ``"qwen2.5-vl"``, ``"qwen3-vl"``,
+                ``"internvl"``, ``"gemma3"``.
             dataset: ``"vstar"``, ``"hrbench"``, ``"mme-rw-lite"`` or ``None`` (the
                 non-V*Bench values, which Table 7 uses for every other dataset).
             n_steps: verification budget; LLaVA-1.5 uses ``k = 15`` below 4 steps.
@@ -85,18 +91,23 @@ class FocusConfig:
         layers, inside the paper's "last 25-60 %" advice for new models (A.3).
         The smoothing sigma (1.0) and downsampling factor (2) of the global-local models are
         our choice: the paper names the steps (Sec. 3.2) but not their parameters.
+
+        The newer families get the last 50 % of their reference model's layers and the proposal
+        settings of the nearest paper family: Qwen3-VL (8B, 36 layers: ``(18, 36)``) and InternVL
+        (InternVL3-8B, 28 layers: ``(14, 28)``) have high-resolution maps over many tokens, like
+        OneVision; Gemma 3 (4B, 34 layers: ``(17, 34)``) has one fixed-size global view, like
+        LLaVA-1.5, whose settings it takes (no smoothing or downsampling of its 16 x 16 map).
         """
         if family not in FAMILIES:
             raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
         if dataset is not None and dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS} or None")
         vstar = dataset == "vstar"
-        if family == "llava-1.5":
-            values = dict(layers=(14, 32), k=15 if n_steps < 4 else 30, s_max=5, s_dist=2.0 if vstar else 3.0,
-                          t_type2=0.6)
+        if family in GLOBAL_VIEW_FAMILIES:
+            values = dict(k=15 if n_steps < 4 else 30, s_max=5, s_dist=2.0 if vstar else 3.0, t_type2=0.6)
         else:
-            values = dict(layers=(21, 28) if family == "llava-onevision" else (14, 28), k=30,
-                          s_max=9 if vstar else 5, s_dist=2.0, t_type2=0.5, smooth_sigma=1.0, downsample=2)
+            values = dict(k=30, s_max=9 if vstar else 5, s_dist=2.0, t_type2=0.5, smooth_sigma=1.0, downsample=2)
+        values["layers"] = PRESET_LAYERS[family]
         values.update(n_steps=n_steps, s_min=3, t_obj_dist=1200.0, expand_threshold=0.5, nms_threshold=0.3)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:

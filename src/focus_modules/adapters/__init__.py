@@ -11,10 +11,13 @@ from __future__ import annotations
 from torch import nn
 
 from focus_modules.adapters.base import Batch, Encoding, FinalView, ModelAdapter, Selection
+from focus_modules.adapters.gemma3 import Gemma3Adapter
+from focus_modules.adapters.internvl import InternVLAdapter
 from focus_modules.adapters.llava import LlavaAdapter
 from focus_modules.adapters.llava_onevision import LlavaOnevisionAdapter
 from focus_modules.adapters.multi_image import MultiImageAdapter
 from focus_modules.adapters.qwen2_5_vl import Qwen2_5_VLAdapter
+from focus_modules.adapters.qwen3_vl import Qwen3VLAdapter
 
 # model class name -> adapter class
 _REGISTRY: dict[str, type[ModelAdapter]] = {}
@@ -54,10 +57,11 @@ def adapter_for(model: nn.Module, processor, **options) -> ModelAdapter:
     )
 
 
-for _cls in (LlavaAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter):
+for _cls in (LlavaAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, InternVLAdapter,
+             Gemma3Adapter):
     for _name in _cls.model_classes:
         register_adapter(_name, _cls)
 
-__all__ = ["Batch", "Encoding", "FinalView", "LlavaAdapter", "LlavaOnevisionAdapter", "ModelAdapter",
-           "MultiImageAdapter", "Qwen2_5_VLAdapter", "Selection", "adapter_for", "register_adapter",
-           "supported_models"]
+__all__ = ["Batch", "Encoding", "FinalView", "Gemma3Adapter", "InternVLAdapter", "LlavaAdapter",
+           "LlavaOnevisionAdapter", "ModelAdapter", "MultiImageAdapter", "Qwen2_5_VLAdapter", "Qwen3VLAdapter",
+           "Selection", "adapter_for", "register_adapter", "supported_models"]

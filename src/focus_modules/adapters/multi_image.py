@@ -125,11 +125,11 @@ class MultiImageAdapter(ModelAdapter):
         image_positions = (ids == self.image_token_id).nonzero().flatten()
         positions = []
         if span is not None:
+            # The processor expands each image placeholder into the family's image sequence (image
+            # tokens, and for some families markers or text around them) and leaves the text after
+            # the last image alone: that text keeps its tokens at the same distance from the end.
             plain = self.tokenizer(prompt, return_offsets_mapping=True)
             plain_ids = list(plain["input_ids"])
-            placeholders = [i for i, t in enumerate(plain_ids) if t == self.image_token_id]
-            if len(placeholders) != 1 or length != len(plain_ids) + image_positions.numel() - 1:
-                raise ValueError(f"expected one image placeholder expanded in place, got {placeholders} in {prompt!r}")
             text_start = prompt.rfind(text)
             if text_start < 0:
                 raise ValueError(f"the chat template changed the user text {text!r}: {prompt!r}")
@@ -137,10 +137,12 @@ class MultiImageAdapter(ModelAdapter):
             covering = self.token_positions(plain["offset_mapping"], start, end)
             if not covering:
                 raise ValueError(f"no token covers {prompt[start:end]!r} in {prompt!r}")
-            shift = image_positions.numel() - 1
-            positions = [i + shift if i > placeholders[0] else i for i in covering]
-            if [int(ids[p]) for p in positions] != [plain_ids[i] for i in covering]:
-                raise ValueError(f"the processor's tokens differ from the tokenizer's around {prompt[start:end]!r}")
+            shift = length - len(plain_ids)
+            positions = [i + shift for i in covering]
+            if image_positions.numel() and positions[0] <= int(image_positions.max()):
+                raise ValueError(f"the target {prompt[start:end]!r} must follow the image in {prompt!r}")
+            if ids[positions[0]:].tolist() != plain_ids[covering[0]:]:
+                raise ValueError(f"the processor's tokens differ from the tokenizer's from {prompt[start:end]!r} on")
         return Encoding(ids, model_inputs, token_inputs=token_inputs), image_positions, positions
 
     def encode_text(self, text: str) -> Encoding:
