@@ -46,6 +46,7 @@ ROI_CELLS = (2.5, 6.0)
 TIGHT_CELLS = (1.0, 2.5)
 # Object-centred crops: crop side / object side.
 OBJECT_CONTEXT = (1.3, 5.0)
+TIGHT_CONTEXT = (1.2, 2.5)
 
 
 @dataclass
@@ -199,13 +200,15 @@ class SampleMaker:
         views.append(self.view(ts, avoiding_roi(scene, [], rng)))
         return views
 
-    def existence(self, ts: TrainingScene, rng: np.random.Generator, positive: bool):
-        """"Is there a {colour} {shape} in the image?" on an ROI-sized crop with / without it.
-        Negatives name an object of the scene (or a random colour + shape) the crop misses."""
+    def existence(self, ts: TrainingScene, rng: np.random.Generator, positive: bool, tight: bool = False):
+        """"Is there a {colour} {shape} in the image?" on an ROI-sized crop (or, ``tight``, a crop
+        around an object) with / without it. Negatives name an object of the scene (or a random
+        colour + shape) the crop misses."""
         scene = ts.scene
         obj = scene.objects[rng.integers(len(scene.objects))]
         if positive:
-            box = roi_box(obj.box, scene, rng)
+            box = (context_crop_box([obj.box], scene.size, rng, TIGHT_CONTEXT, min_side=8) if tight
+                   else roi_box(obj.box, scene, rng))
             target = obj.name
         else:
             if rng.random() < 0.7:
@@ -215,7 +218,14 @@ class SampleMaker:
                 shape = scene.objects[rng.integers(len(scene.objects))].shape
             target = f"{color} {shape}"
             # No object of that colour may be in the crop: existence is decided by colour.
-            box = avoiding_roi(scene, [o.box for o in scene.objects if o.color == color], rng)
+            avoid = [o.box for o in scene.objects if o.color == color]
+            others = [o for o in scene.objects if o.color != color]
+            box = None
+            if tight and others:
+                box = context_crop_box([others[rng.integers(len(others))].box], scene.size, rng, TIGHT_CONTEXT,
+                                       min_side=8)
+                box = None if any(boxes_intersect(box, a) for a in avoid) else box
+            box = box or avoiding_roi(scene, avoid, rng)
             if box is None:
                 return None
         view = self.view(ts, box)
@@ -238,27 +248,27 @@ class SampleMaker:
 
     def instruction_samples(self, ts: TrainingScene, rng: np.random.Generator) -> list:
         """One scene's instruction data: step I for every question (text only, cheap; copying
-        the target phrase is learned late without it), four existence questions,
-        every attribute question (multiple choice and open-ended) on its ROI view, one on an
-        object-centred crop, one spatial and the counting question on their views, one
-        multiple-choice question on the whole image."""
+        the target phrase is learned late without it); existence questions on four ROI-sized
+        crops and two tight object crops; every attribute question on its ROI view (multiple
+        choice or open-ended) and open-ended on a tight crop around its object, where the mark
+        spans several patches (without these the language model answers the mark from its
+        prior and never learns to read it); one spatial and the counting question on their
+        views; one multiple-choice question on the whole image."""
         scene = ts.scene
         samples = []
         for question in scene.questions:
             samples.append((self.adapter.encode_text(self.adapter.target_prompt(question.question)),
                             step1_reply(question), None))
-        for i in range(4):
-            found = self.existence(ts, rng, positive=i % 2 == 0)
+        for i in range(6):
+            found = self.existence(ts, rng, positive=i % 2 == 0, tight=i >= 4)
             if found is not None:
                 samples.append(found)
-        attribute = scene.questions_of("attribute")
-        for question in attribute:
+        for question in scene.questions_of("attribute"):
             samples.append(self.answer(ts, question, rng, options=bool(rng.random() < 0.5)))
-        question = attribute[rng.integers(len(attribute))]
-        box = context_crop_box(list(question.boxes), scene.size, rng, OBJECT_CONTEXT, min_side=8)
-        view = self.view(ts, box)
-        samples.append((self.adapter.encode_answer(FinalView([view.image], "crop", [box]), question.question, None),
-                        question.answer, view.fractions))
+            box = context_crop_box(list(question.boxes), scene.size, rng, TIGHT_CONTEXT, min_side=8)
+            view = self.view(ts, box)
+            samples.append((self.adapter.encode_answer(FinalView([view.image], "crop", [box]), question.question,
+                                                       None), question.answer, view.fractions))
         for question in scene.questions_of("spatial")[:1] + scene.questions_of("counting"):
             samples.append(self.answer(ts, question, rng, options=bool(rng.random() < 0.5)))
         whole = scene.questions[rng.integers(len(scene.questions))]
