@@ -123,3 +123,15 @@ def test_ask_prints_json_and_writes_viz(tmp_path, monkeypatch, capsys):
 def test_console_script_help():
     done = subprocess.run([sys.executable, "-m", "focus_modules.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "ask" in done.stdout and "eval" in done.stdout and "demo" in done.stdout
+
+
+def test_eval_categories_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "build_answerer", _fake_build([]))
+    data = make_vstar(tmp_path / "vstar")
+    base = ["eval", "--model", "m", "--dataset", "vstar", "--data", str(data), "--no-progress"]
+    assert cli.main([*base, "--out", str(tmp_path / "default.jsonl")]) == 0
+    assert {r["category"] for r in read_rows(tmp_path / "default.jsonl")} == {"attribute", "spatial"}
+    assert cli.main([*base, "--out", str(tmp_path / "all.jsonl"), "--categories", "all"]) == 0
+    assert {r["category"] for r in read_rows(tmp_path / "all.jsonl")} == {"attribute", "spatial", "counting"}
+    assert cli.main([*base, "--out", str(tmp_path / "c.jsonl"), "--categories", "counting,relative_position"]) == 0
+    assert [r["id"] for r in read_rows(tmp_path / "c.jsonl")] == ["counting/count_1", "relative_position/sa_7"]

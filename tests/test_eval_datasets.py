@@ -2,13 +2,13 @@ import builtins
 import json
 
 import pytest
-from eval_fixtures import MME_OPTIONS, VSTAR_ITEMS, make_hrbench, make_mme, make_vstar
+from eval_fixtures import MME_OPTIONS, VSTAR_ITEMS, jpeg_bytes, make_hrbench, make_mme, make_vstar
 
 from focus_modules.eval import ImageDecodeError, load_dataset, multiple_choice_text, read_vstar
 
 
 def test_vstar_questions_options_letters_categories_boxes(tmp_path):
-    questions = read_vstar(make_vstar(tmp_path))
+    questions = read_vstar(make_vstar(tmp_path), categories="all")
     assert [q.id for q in questions] == [
         "direct_attributes/sa_2", "direct_attributes/sa_10", "relative_position/sa_7", "counting/count_1"]
     assert [q.category for q in questions] == ["attribute", "attribute", "spatial", "counting"]
@@ -26,13 +26,13 @@ def test_vstar_questions_options_letters_categories_boxes(tmp_path):
 
 def test_vstar_option_order_is_seeded_per_question(tmp_path):
     root = make_vstar(tmp_path)
-    first, again = read_vstar(root, seed=0), read_vstar(root, seed=0)
+    first, again = read_vstar(root, seed=0, categories="all"), read_vstar(root, seed=0, categories="all")
     assert [q.options for q in first] == [q.options for q in again]
     orders = {tuple(q.options for q in read_vstar(root, seed=s)) for s in range(8)}
     assert len(orders) > 1  # the seed changes the order
     # a question's order does not depend on the other questions
     (root / "counting" / "count_1.json").unlink()
-    assert [q.options for q in read_vstar(root, seed=0)] == [q.options for q in first[:3]]
+    assert [q.options for q in read_vstar(root, seed=0, categories="all")] == [q.options for q in first[:3]]
     # the correct option is not always shown first
     labels = {q.label for s in range(8) for q in read_vstar(root, seed=s)}
     assert len(labels) > 1
@@ -42,10 +42,30 @@ def test_vstar_missing_image_becomes_decode_error_and_bad_layout_is_clear(tmp_pa
     root = make_vstar(tmp_path / "v")
     (root / "counting" / "count_1.jpg").unlink()
     with pytest.raises(ImageDecodeError, match="missing"):
-        read_vstar(root)[-1].load_image()
+        read_vstar(root, categories="all")[-1].load_image()
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="direct_attributes/ and relative_position/"):
         read_vstar(tmp_path / "empty")
+
+
+def test_vstar_reads_the_191_question_folders_unless_asked(tmp_path):
+    root = make_vstar(tmp_path / "v")
+    # the download's extra folders: OCR/ with upper-case .JPG images
+    (root / "OCR").mkdir()
+    (root / "OCR" / "ocr_1.json").write_text(json.dumps({"question": "What does it say?", "options": ["a", "b"]}))
+    (root / "OCR" / "ocr_1.JPG").write_bytes(jpeg_bytes(20, 10, (0, 0, 0)))
+    default = load_dataset("vstar", root)
+    assert [q.category for q in default] == ["attribute", "attribute", "spatial"]
+    every = load_dataset("vstar", root, categories="all")
+    assert [q.id for q in every] == [q.id for q in default] + ["OCR/ocr_1", "counting/count_1"]
+    assert every[3].load_image().size == (20, 10)  # found from the image side, any case of suffix
+    assert [q.id for q in read_vstar(root, categories=["OCR", "direct_attributes"])] == [
+        "OCR/ocr_1", "direct_attributes/sa_2", "direct_attributes/sa_10"]
+    with pytest.raises(FileNotFoundError, match="no question folder GPT4V-hard .*found: direct_attributes, "
+                                                 "relative_position, OCR, counting.*--categories"):
+        read_vstar(root, categories=["GPT4V-hard"])
+    with pytest.raises(ValueError, match="categories select V\\*Bench folders"):
+        load_dataset("hrbench", root, categories="all")
     (root / "direct_attributes" / "sa_2.json").write_text(json.dumps({"question": "q?"}))
     with pytest.raises(ValueError, match="'options'"):
         read_vstar(root)
@@ -139,7 +159,7 @@ def test_reads_the_synthetic_generator_output(tmp_path):
     from focus_modules.synthetic import write_vstar_layout
 
     paths = write_vstar_layout(tmp_path, n_per_family=1, seed=3, progress=False)
-    questions = read_vstar(tmp_path)
+    questions = read_vstar(tmp_path, categories="all")
     assert [q.category for q in questions] == ["attribute", "spatial", "counting"]
     for q, path in zip(questions, paths):
         meta = json.loads(path.read_text())

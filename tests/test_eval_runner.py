@@ -24,7 +24,7 @@ def _ids(rows):
 
 
 def test_run_writes_rows_error_rows_and_summary(tmp_path):
-    questions = load_dataset("vstar", make_vstar(tmp_path / "vstar"))
+    questions = load_dataset("vstar", make_vstar(tmp_path / "vstar"), categories="all")
     out = tmp_path / "res.jsonl"
     summary = run_eval(questions, FakeAnswerer(), out, dataset="vstar", config={"n_steps": 2}, progress=False,
                        info={"model": "fake"})
@@ -128,7 +128,7 @@ def test_resume_after_kill_9(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     written = read_rows(out)
-    assert 3 <= len(written) < 14, "the run was not killed mid-way"
+    assert 3 <= len(written) < 13, "the run was not killed mid-way"
     rerun = _worker("vstar", data, out)
     assert rerun.wait(timeout=120) == 0
     rows = read_rows(out)

@@ -5,7 +5,7 @@
               [--n-steps N] [--set FIELD=VALUE]... [--viz OUT.png] [--json]
     focus eval --model PATH_OR_ID --dataset vstar|hrbench|mme-rw-lite --data PATH
                [--method focus|vanilla] [--n-steps N] [--set FIELD=VALUE]... [--limit N]
-               --out RESULTS.jsonl [--summary SUMMARY.json]
+               [--categories all|FOLDER,...] --out RESULTS.jsonl [--summary SUMMARY.json]
 
 ``--set`` overrides any FocusConfig field, converted to the field's type
 (``--set layers=2,6 --set k=15 --set smooth_sigma=none``). Run ``focus eval`` under
@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="metrics + config (default: RESULTS.summary.json beside --out)")
     ev.add_argument("--batch-size", type=int, default=1, help="questions per model call (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of V*Bench's option order (default 0)")
+    ev.add_argument("--categories", type=_categories, metavar="all|FOLDER[,FOLDER...]",
+                    help="V*Bench folders to read (default direct_attributes,relative_position: the "
+                         "benchmark's 191 questions; 'all' reads every folder, e.g. the synthetic set's counting/)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     ev.set_defaults(run=cmd_eval)
 
@@ -232,13 +235,21 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _categories(text: str) -> str | tuple[str, ...]:
+    """``--categories``: ``all`` or comma-separated folder names."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected 'all' or comma-separated folder names")
+    return "all" if names == ("all",) else names
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from focus_modules.eval.datasets import load_dataset
     from focus_modules.eval.runner import run_eval
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    questions = load_dataset(args.dataset, args.data, seed=args.seed)[: args.limit]
+    questions = load_dataset(args.dataset, args.data, seed=args.seed, categories=args.categories)[: args.limit]
     overrides = parse_overrides(args.overrides)
     answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, args.dataset,
                                       args.n_steps, overrides)

@@ -5,9 +5,11 @@ one at a time, by :meth:`Question.load_image`. Layouts (DESIGN.md §5):
 
 * **V*Bench** (``vstar``): a folder with ``direct_attributes/`` and ``relative_position/``,
   each holding ``NAME.jpg`` + ``NAME.json`` (``question``, ``options`` with the correct one
-  first, ``target_object``, ``bbox`` as ``[x, y, w, h]``). Any other sub-folder with the same
-  layout is read too, its name being the category. The options are shown in a seeded
-  per-question order and the letter of the correct one is recorded.
+  first, ``target_object``, ``bbox`` as ``[x, y, w, h]``). These two folders are the 191
+  questions of the paper and of every harness; other sub-folders of the same layout (the
+  download's ``OCR/`` and ``GPT4V-hard/``, the synthetic set's ``counting/``) are read only
+  when asked for (``categories``). The options are shown in a seeded per-question order and
+  the letter of the correct one is recorded.
 * **HR-Bench 4K/8K** (``hrbench``): ``hr_bench_4k.tsv`` / ``hr_bench_8k.tsv`` with columns
   ``index, question, answer, category, A, B, C, D, cycle_category, image``; ``image`` is a
   base64 image or the ``index`` of an earlier row whose image it shares.
@@ -23,7 +25,7 @@ import ast
 import json
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,11 @@ from focus_modules.eval.tsv import TsvTable
 OPTION_LETTERS = "ABCDEFGH"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
-# V*Bench folder -> category name used in reports (Table 10: Attr, Spatial).
+# V*Bench folder -> category name used in reports (Table 10: Attr, Spatial). These two folders
+# are the benchmark's 191 questions; other folders are read only when asked for.
 VSTAR_CATEGORIES = {"direct_attributes": "attribute", "relative_position": "spatial"}
+VSTAR_DEFAULT_FOLDERS = tuple(VSTAR_CATEGORIES)
+ALL_CATEGORIES = "all"
 # HR-Bench `category` values -> Table 10's task names.
 HRBENCH_CATEGORIES = {"single": "FSP", "fsp": "FSP", "cross": "FCP", "fcp": "FCP"}
 # MME-RealWorld domains (last part of `category`) -> the abbreviations of Table 2 / Table 9.
@@ -97,7 +102,8 @@ def multiple_choice_text(question: str, options: tuple[str, ...] | list[str]) ->
     return "\n".join(lines)
 
 
-def load_dataset(name: str, path: str | Path, seed: int = 0) -> list[Question]:
+def load_dataset(name: str, path: str | Path, seed: int = 0,
+                 categories: str | Sequence[str] | None = None) -> list[Question]:
     """Read benchmark ``name`` (``"vstar"``, ``"hrbench"``, ``"mme-rw-lite"``) from ``path``.
 
     Args:
@@ -105,9 +111,14 @@ def load_dataset(name: str, path: str | Path, seed: int = 0) -> list[Question]:
         path: its local folder or file (see the module docstring for the layouts).
         seed: seed of V*Bench's per-question option order (ignored by the others, whose
             option order is part of the data).
+        categories: V*Bench only: the category folders to read; ``None`` reads
+            ``direct_attributes`` and ``relative_position`` (the 191 questions), ``"all"`` every
+            folder.
     """
+    if categories is not None and name != "vstar":
+        raise ValueError(f"categories select V*Bench folders; {name} has none to select")
     if name == "vstar":
-        return read_vstar(path, seed=seed)
+        return read_vstar(path, seed=seed, categories=categories)
     if name == "hrbench":
         return read_hrbench(path)
     if name == "mme-rw-lite":
@@ -118,26 +129,35 @@ def load_dataset(name: str, path: str | Path, seed: int = 0) -> list[Question]:
 # ----------------------------------------------------------------------------------- V*Bench
 
 
-def read_vstar(root: str | Path, seed: int = 0) -> list[Question]:
+def read_vstar(root: str | Path, seed: int = 0, categories: str | Sequence[str] | None = None) -> list[Question]:
     """Read V*Bench from its folder layout (see the module docstring).
 
     Options are shuffled with ``random.Random(f"{seed}:{id}")``, so the order of a question
     does not depend on the others or on the Python hash seed.
+
+    Args:
+        root: the V*Bench folder.
+        seed: seed of the option order.
+        categories: folder names to read, in this order; ``None``: ``direct_attributes`` and
+            ``relative_position`` (the benchmark's 191 questions); ``"all"``: every folder
+            holding questions (the known two first, then the others by name).
     """
     root = Path(root)
     layout = (
-        "expected a folder with sub-folders direct_attributes/ and relative_position/ (and any "
-        "other category folder), each holding NAME.jpg + NAME.json pairs"
+        "expected a folder with sub-folders direct_attributes/ and relative_position/, each holding "
+        "NAME.jpg + NAME.json pairs"
     )
     if not root.is_dir():
         raise FileNotFoundError(f"V*Bench folder {root} does not exist; {layout}")
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and any(p.glob("*.json"))]
+    available = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and any(p.glob("*.json"))]
     known = list(VSTAR_CATEGORIES)
-    folders.sort(key=lambda p: (known.index(p.name) if p.name in known else len(known), p.name))
-    if not folders:
+    available.sort(key=lambda p: (known.index(p.name) if p.name in known else len(known), p.name))
+    if not available:
         raise FileNotFoundError(f"no V*Bench questions under {root}: {layout}")
+    folders = _vstar_folders(root, available, categories)
     questions = []
     for folder in folders:
+        images = _images_by_stem(folder)
         for meta_path in sorted(folder.glob("*.json"), key=lambda p: _natural_key(p.stem)):
             qid = f"{folder.name}/{meta_path.stem}"
             meta = _read_json(meta_path)
@@ -150,8 +170,7 @@ def read_vstar(root: str | Path, seed: int = 0) -> list[Question]:
                 raise ValueError(f"{meta_path}: expected 2..{len(OPTION_LETTERS)} options, got {len(original)}")
             order = list(range(len(original)))
             random.Random(f"{seed}:{qid}").shuffle(order)
-            image_path = next((p for p in (meta_path.with_suffix(s) for s in IMAGE_SUFFIXES) if p.exists()),
-                              meta_path.with_suffix(".jpg"))
+            image_path = images.get(meta_path.stem, meta_path.with_suffix(".jpg"))
             questions.append(Question(
                 id=qid,
                 index=len(questions),
@@ -164,6 +183,35 @@ def read_vstar(root: str | Path, seed: int = 0) -> list[Question]:
                 gt_boxes=tuple(_xywh_to_xyxy(box, meta_path) for box in meta.get("bbox", [])),
             ))
     return questions
+
+
+def _vstar_folders(root: Path, available: list[Path], categories: str | Sequence[str] | None) -> list[Path]:
+    """The category folders a run reads (see :func:`read_vstar`)."""
+    if categories == ALL_CATEGORIES:
+        return available
+    wanted = list(VSTAR_DEFAULT_FOLDERS if categories is None else
+                  [categories] if isinstance(categories, str) else categories)
+    by_name = {p.name: p for p in available}
+    missing = [name for name in wanted if name not in by_name]
+    if missing or not wanted:
+        found = ", ".join(by_name) or "none"
+        raise FileNotFoundError(
+            f"V*Bench folder {root} has no question folder {', '.join(missing) or '(none asked for)'} "
+            f"(found: {found}); choose with --categories (e.g. --categories {ALL_CATEGORIES} or "
+            f"--categories {','.join(by_name) or 'direct_attributes,relative_position'})")
+    return [by_name[name] for name in dict.fromkeys(wanted)]
+
+
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    """The images of a folder by file stem, whatever the case of their suffix (the download's
+    ``OCR/`` and ``GPT4V-hard/`` hold ``.JPG`` files)."""
+    images: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in images:
+                raise ValueError(f"{folder} has two images for {path.stem}: {images[path.stem].name}, {path.name}")
+            images[path.stem] = path
+    return images
 
 
 def _file_loader(path: Path) -> Callable[[], Image.Image]:
