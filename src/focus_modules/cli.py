@@ -5,7 +5,7 @@
               [--n-steps N] [--set FIELD=VALUE]... [--viz OUT.png] [--json]
     focus eval --model PATH_OR_ID --dataset vstar|hrbench|mme-rw-lite --data PATH
                [--method focus|vanilla] [--n-steps N] [--set FIELD=VALUE]... [--limit N]
-               [--categories all|FOLDER,...] --out RESULTS.jsonl [--summary SUMMARY.json]
+               [--categories all|FOLDER,...] --out RESULTS.jsonl [--overwrite] [--summary SUMMARY.json]
 
 ``--set`` overrides any FocusConfig field, converted to the field's type
 (``--set layers=2,6 --set k=15 --set smooth_sigma=none``). Run ``focus eval`` under
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="only the first N questions")
     ev.add_argument("--out", type=Path, required=True, metavar="RESULTS.jsonl",
                     help="one JSON line per question; rerun with the same file to resume")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="delete --out (and its summary) first and answer every question again, instead of resuming")
     ev.add_argument("--summary", type=Path, metavar="SUMMARY.json",
                     help="metrics + config (default: RESULTS.summary.json beside --out)")
     ev.add_argument("--batch-size", type=int, default=1, help="questions per model call (default 1)")
@@ -245,6 +247,7 @@ def _categories(text: str) -> str | tuple[str, ...]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from focus_modules.eval.datasets import load_dataset
+    from focus_modules.eval.identity import file_fingerprint, model_fingerprint
     from focus_modules.eval.runner import run_eval
 
     if args.limit is not None and args.limit < 1:
@@ -253,11 +256,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, args.dataset,
                                       args.n_steps, overrides)
-    info = {"model": args.model, "data": str(args.data), "dtype": args.dtype, "device": args.device,
-            "attn_implementation": args.attn_implementation, "seed": args.seed, "limit": args.limit}
+    # what determines the answers (a rerun that differs is refused) vs. facts of this run only
+    identity = {"model": args.model, "model_fingerprint": model_fingerprint(getattr(answerer, "model", None)),
+                "data": file_fingerprint(args.data), "dtype": args.dtype}
+    if args.dataset == "vstar":
+        identity["option_seed"] = args.seed
+    info = {"data_path": str(args.data), "device": args.device, "attn_implementation": args.attn_implementation,
+            "categories": args.categories, "limit": args.limit}
     summary = run_eval(questions, answerer, args.out, dataset=args.dataset, method=args.method, config=config,
-                       batch_size=args.batch_size, summary=args.summary, info=info, progress=args.progress,
-                       prompt_of=answerer.adapter.answer_prompt)
+                       batch_size=args.batch_size, summary=args.summary, info=info, identity=identity,
+                       overwrite=args.overwrite, progress=args.progress, prompt_of=answerer.adapter.answer_prompt)
     if summary is not None:
         print(format_summary(summary))
     return 0

@@ -1,17 +1,19 @@
 """Resumable, shardable benchmark runs: one JSON line per question, then a summary.
 
 The runner needs only an *answerer*: any object with FocusWrapper's ``answer`` method
-(DESIGN.md §2). Each finished question is appended to the results file at once (flushed and
-fsynced); a rerun with the same file skips every question already there, so after a crash or
-``kill -9`` each question is answered exactly once. Under ``torchrun`` each rank answers the
-questions at positions ``rank, rank + world, ...`` into its own shard file and rank 0 merges
-them (see :mod:`focus_modules.eval.results`).
+(``FocusWrapper.answer``). Each finished question is appended to the results file at once
+(flushed and fsynced); a rerun with the same file skips every question already there, so after
+a crash or ``kill -9`` each question is answered exactly once. Every row records what produced
+it (:mod:`focus_modules.eval.identity`); a rerun that differs is refused, naming the
+difference, unless ``overwrite`` starts the file afresh. One run at a time holds the file's
+lock. Under ``torchrun`` each rank answers the questions at positions ``rank, rank + world,
+...`` into its own shard file and rank 0 merges them (see :mod:`focus_modules.eval.results`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,10 +24,21 @@ import torch
 from tqdm.auto import tqdm
 
 from focus_modules.eval.datasets import Question, multiple_choice_text
+from focus_modules import __version__
 from focus_modules.eval.distributed import Barrier, rank_and_world
+from focus_modules.eval.identity import identity_differences, identity_id
 from focus_modules.eval.images import ImageDecodeError
 from focus_modules.eval.metrics import SEARCH_PHASES, lenient_letter, strict_letter, summarize
-from focus_modules.eval.results import appender, merge_shards, read_rows, shard_path, shard_paths, write_json
+from focus_modules.eval.results import (
+    ResultsLockedError,
+    appender,
+    exclusive,
+    merge_shards,
+    read_rows,
+    shard_path,
+    shard_paths,
+    write_json,
+)
 
 METHODS = ("focus", "vanilla")
 
@@ -43,10 +56,13 @@ class Answerer(Protocol):
                batch_size: int | None = None) -> list[Any]: ...
 
 
-def run_id(dataset: str, method: str, config: Mapping[str, Any] | None) -> str:
-    """Short hash of what determines the answers; rows of another run cannot be mixed in."""
-    key = json.dumps({"dataset": dataset, "method": method, "config": config}, sort_keys=True, default=str)
-    return hashlib.sha1(key.encode()).hexdigest()[:12]
+def run_identity(dataset: str, method: str, config: Mapping[str, Any] | None,
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What determines a run's answers, recorded in every row as ``run``: the dataset, method,
+    FOCUS config and package version, plus ``extra`` (the CLI adds the model and its
+    fingerprint, the data files' fingerprint, categories, option seed, dtype, protocol, ...)."""
+    return {"dataset": dataset, "method": method, "config": config, "package": f"focus-modules {__version__}",
+            **(extra or {})}
 
 
 def config_dict(config: Any) -> dict[str, Any] | None:
@@ -73,6 +89,8 @@ def run_eval(
     batch_size: int = 1,
     summary: str | Path | None = None,
     info: Mapping[str, Any] | None = None,
+    identity: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
     progress: bool = True,
     prompt_of: Callable[[str, list[str]], str] = multiple_choice_text,
 ) -> dict[str, Any] | None:
@@ -82,12 +100,16 @@ def run_eval(
         questions: the questions of this run (e.g. a dataset cut by ``--limit``), in order.
         answerer: an object with FocusWrapper's ``answer`` method.
         out: the JSON-lines results file; appended to, and resumed from if it exists.
-        dataset: benchmark name, recorded in the summary and the run id.
+        dataset: benchmark name, recorded in the summary and the run identity.
         method: ``"focus"`` or ``"vanilla"``.
-        config: the FocusConfig used (recorded; part of the run id).
+        config: the FocusConfig used (recorded; part of the run identity).
         batch_size: questions per ``answer`` call.
         summary: the summary JSON path (default: ``out`` with ``.summary.json``).
-        info: more facts for the summary's ``run`` entry (model, dtype, device, ...).
+        info: more facts for the summary's ``run`` entry (device, limit, ...) that do not
+            change the answers.
+        identity: more facts that determine the answers (model, data fingerprint, ...), added
+            to :func:`run_identity`; rows of a run with another identity are refused.
+        overwrite: delete ``out``, its shards and its summary first, instead of resuming.
         progress: show a progress bar (rank 0 only) with the running accuracy.
         prompt_of: the text the model is shown for a question and its options, recorded as
             each row's ``prompt`` (FocusWrapper: ``fw.adapter.answer_prompt``).
@@ -97,8 +119,9 @@ def run_eval(
         other ranks.
 
     Raises:
-        ValueError: two questions share an id, or ``out`` holds rows of a different
-            dataset/method/config.
+        ValueError: two questions share an id; ``out`` holds rows of another run (the message
+            names what differs), or two rows for one id.
+        ResultsLockedError: another process is writing ``out``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -110,11 +133,25 @@ def run_eval(
         raise ValueError(f"question ids must be unique (runs resume by id); repeated: {repeated[:5]}")
     out = Path(out)
     config = config_dict(config)
-    rid = run_id(dataset, method, config)
+    ident = run_identity(dataset, method, config, identity)
+    rid = identity_id(ident)
+    summary_path = Path(summary) if summary else summary_path_for(out)
     rank, world = rank_and_world()
     barrier = Barrier(world)
-    try:
-        done = _answered(out, rid)
+    with contextlib.ExitStack() as stack:
+        stack.callback(barrier.close)
+        refused = None
+        if rank == 0:  # rank 0 holds the lock for the whole job, merge included
+            try:
+                stack.enter_context(exclusive(out))
+                if overwrite:
+                    for path in [out, *shard_paths(out), summary_path]:
+                        path.unlink(missing_ok=True)
+            except ResultsLockedError as err:
+                refused = err
+        if not barrier.all_ok(refused is None):
+            raise refused or ResultsLockedError(f"{out} is being written by another focus eval (seen by rank 0)")
+        done = _answered(out, ident)
         mine = [q for i, q in enumerate(questions) if i % world == rank]
         todo = [q for q in mine if q.id not in done]
         tally = _Tally([done[q.id] for q in mine if q.id in done])
@@ -123,9 +160,10 @@ def run_eval(
         if tally.n:
             bar.set_postfix(tally.postfix())
         target = out if world == 1 else shard_path(out, rank)
+        run = {"run_id": rid, "run": ident}
         with appender(target) as write, bar:
             for start in range(0, len(todo), batch_size):
-                for row in _answer_batch(todo[start:start + batch_size], answerer, method, rid, prompt_of):
+                for row in _answer_batch(todo[start:start + batch_size], answerer, method, run, prompt_of):
                     write(row)
                     tally.add(row)
                     bar.update(1)
@@ -143,31 +181,41 @@ def run_eval(
             "complete": len(rows) == len(questions),
             **summarize(rows),
             "config": config,
-            "run": {"run_id": rid, "world_size": world, "batch_size": batch_size, **(info or {})},
+            "run": {"run_id": rid, **ident, "world_size": world, "batch_size": batch_size, **(info or {})},
         }
-        write_json(Path(summary) if summary else summary_path_for(out), result)
+        write_json(summary_path, result)
         return result
-    finally:
-        barrier.close()
 
 
-def _answered(out: Path, rid: str) -> dict[str, dict[str, Any]]:
-    """Rows already in ``out`` or in any shard file, by id; refuses rows of another run."""
+def _answered(out: Path, identity: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Rows already in ``out`` or in any shard file, by id.
+
+    Refuses rows of another run, naming what differs, and a file holding two rows for one id.
+    The same id in ``out`` and in a shard is expected (a merge killed before it deleted the
+    shards); the row in ``out`` wins, as in :func:`merge_shards`.
+    """
     done: dict[str, dict[str, Any]] = {}
     for path in [out, *shard_paths(out)]:
+        in_file: set[str] = set()
         for row in read_rows(path):
-            if row.get("run_id") != rid:
+            differences = identity_differences(row.get("run"), identity)
+            if differences:
                 raise ValueError(
-                    f"{path} holds results of another run (run_id {row.get('run_id')!r}, method "
-                    f"{row.get('method')!r}; this run is {rid!r}): use another --out, or delete the file to start over"
-                )
-            done.setdefault(str(row["id"]), row)
+                    f"{path} holds results of another run ({'; '.join(differences)}): pass --overwrite to "
+                    "replace them, or choose another --out")
+            qid = str(row["id"])
+            if qid in in_file:
+                raise ValueError(
+                    f"{path} holds two rows for question {qid!r} (two runs wrote to it at once?): rerun with "
+                    "--overwrite to answer every question again, or delete the repeated lines")
+            in_file.add(qid)
+            done.setdefault(qid, row)
     return done
 
 
-def _answer_batch(batch: list[Question], answerer: Answerer, method: str, rid: str,
+def _answer_batch(batch: list[Question], answerer: Answerer, method: str, run: Mapping[str, Any],
                   prompt_of: Callable[[str, list[str]], str]) -> list[dict[str, Any]]:
-    base = {q.id: _base_row(q, method, rid, prompt_of) for q in batch}
+    base = {q.id: _base_row(q, method, run, prompt_of) for q in batch}
     rows: dict[str, dict[str, Any]] = {}
     images, ready = [], []
     for question in batch:
@@ -189,7 +237,7 @@ def _answer_batch(batch: list[Question], answerer: Answerer, method: str, rid: s
     return [rows[q.id] for q in batch]
 
 
-def _base_row(question: Question, method: str, rid: str,
+def _base_row(question: Question, method: str, run: Mapping[str, Any],
               prompt_of: Callable[[str, list[str]], str]) -> dict[str, Any]:
     return {
         "id": question.id,
@@ -201,8 +249,8 @@ def _base_row(question: Question, method: str, rid: str,
         "prompt": prompt_of(question.question, list(question.options)),
         "label": question.label,
         "method": method,
-        "run_id": rid,
         "gt_boxes": [list(box) for box in question.gt_boxes],
+        **run,
     }
 
 
