@@ -52,7 +52,7 @@ def test_eval_command_writes_rows_and_summary(tmp_path, monkeypatch, capsys):
     assert summary["config"]["layers"] == [2, 6] and summary["config"]["n_steps"] == 2
     assert summary["run"]["model"] == "some/model" and summary["run"]["limit"] == 3
     printed = capsys.readouterr().out
-    assert "vstar / focus: accuracy" in printed and "on 3 of 3 questions, 1 errors" in printed
+    assert "vstar / focus (paper protocol, generate): accuracy" in printed and "on 3 of 3 questions, 1 errors" in printed
 
 
 def test_eval_command_on_mme_reports_subsets(tmp_path, monkeypatch, capsys):

@@ -153,15 +153,18 @@ def test_a_second_run_on_the_same_results_fails_at_once(tmp_path):
 def test_two_concurrent_processes_do_not_answer_twice(tmp_path):
     data = make_vstar(tmp_path / "vstar", extra=3)
     out = tmp_path / "res.jsonl"
-    first = _worker("vstar", data, out, "--delay", "2")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not read_rows(out):
+    first = _worker("vstar", data, out, "--delay", "600")  # holds the lock until killed
+    lock = tmp_path / "res.jsonl.lock"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and f"pid {first.pid}" not in (lock.read_text() if lock.exists() else ""):
         time.sleep(0.05)
     second = _worker("vstar", data, out, stderr=subprocess.PIPE, text=True)
-    _, err = second.communicate(timeout=60)
+    _, err = second.communicate(timeout=120)
     assert first.poll() is None, "the first run ended before the second started"
-    assert second.returncode != 0 and "is being written by another focus eval" in err
-    assert first.wait(timeout=120) == 0
+    assert second.returncode != 0 and f"is being written by another focus eval (pid {first.pid}" in err
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert _worker("vstar", data, out).wait(timeout=120) == 0  # the lock went with the killed process
     ids = _ids(read_rows(out))
     assert sorted(ids) == sorted(q.id for q in load_dataset("vstar", data)) and len(ids) == len(set(ids))
 

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 FAMILIES = ("llava-1.5", "llava-onevision", "qwen2.5-vl")
 DATASETS = ("vstar", "hrbench", "mme-rw-lite")
 N_STEPS_IN_PAPER = (1, 2, 3, 4, 6, 8)
+# Step VI: generate the option letter (A.2, the paper's results) or logits matching (C.5).
+ANSWER_SCHEMES = ("generate", "logits")
+# Prompt and option order of `focus eval`: the paper's (A.2) or lmms-eval's (focus_modules.eval.protocols).
+PROTOCOLS = ("paper", "lmms-eval")
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ class Question:
             ``{"subset": "Perception", "domain": "Perception/AD"}``.
         gt_boxes: ground-truth boxes ``(x1, y1, x2, y2)`` in pixels (V*Bench only).
         image_source: where the image comes from, for messages.
+        image_key: equal for questions on the same image (HR-Bench's option rotations share
+            one); defaults to ``image_source``.
     """
 
     id: str
@@ -84,6 +86,11 @@ class Question:
     loader: Callable[[], Image.Image] = field(repr=False, compare=False)
     groups: Mapping[str, str] = field(default_factory=dict)
     gt_boxes: tuple[tuple[float, float, float, float], ...] = ()
+    image_key: str = ""
+
+    def __post_init__(self):
+        if not self.image_key:
+            object.__setattr__(self, "image_key", self.image_source)
 
     @property
     def letters(self) -> str:
@@ -286,6 +293,8 @@ def read_hrbench(path: str | Path) -> list[Question]:
                              f"option letters {OPTION_LETTERS[: len(options)]}")
         category = HRBENCH_CATEGORIES.get(row["category"].strip().lower(), row["category"].strip())
         groups = {"cycle": row["cycle_category"]} if "cycle_category" in row else {}
+        reference = row["image"].strip() if row["image"] is not None else None
+        holder = row_of_index.get(reference, i) if reference is not None else i
         questions.append(Question(
             id=row["index"].strip(),
             index=i,
@@ -296,6 +305,7 @@ def read_hrbench(path: str | Path) -> list[Question]:
             image_source=f"{tsv.name} index {row['index']}",
             loader=loader(i),
             groups=groups,
+            image_key=table.digests.get((holder, "image"), f"{tsv.name} index {row['index']}"),
         ))
     return questions
 
