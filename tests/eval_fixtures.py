@@ -200,3 +200,53 @@ class FakeAnswerer:
                 search_reused_from=None if leader == i else leader,
             ))
         return results
+
+
+def make_vstar_table(path: Path, fmt: str) -> Path:
+    """The V*Bench items above as lmms-eval's parquet (``text`` with ``(A)`` lines, ``label``,
+    ``category``, ``image`` struct, ``question_id``; ``path`` is the folder, written to
+    ``data/test-00000-of-00001.parquet``) or a VLMEvalKit-style TSV (``path`` is the file).
+    The correct option is shown second."""
+    rows = []
+    for number, (folder, _name, question, options, _bbox, size) in enumerate(VSTAR_ITEMS):
+        shown = [options[1], options[0], *options[2:]]
+        image = jpeg_bytes(*size, (30, 30, 200))
+        if fmt == "parquet":
+            text = question + "".join(f"\n({'ABCD'[i]}) {o}" for i, o in enumerate(shown))
+            rows.append({"question_id": number, "text": text, "label": "B", "category": folder,
+                         "image": {"bytes": image, "path": None}})
+        else:
+            rows.append({"index": number, "question": question, **dict(zip("ABCD", shown)), "answer": "B",
+                         "category": folder, "image": b64(image)})
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        (path / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), path / "data" / "test-00000-of-00001.parquet")
+        return path
+    header = ["index", "question", "A", "B", "C", "D", "answer", "category", "image"]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(header)
+        writer.writerows([[row.get(k, "") for k in header] for row in rows])
+    return path
+
+
+def make_hrbench_parquet(path: Path) -> Path:
+    """The HR-Bench rows of :func:`make_hrbench` as lmms-eval's parquet, every row with its own
+    copy of its image (base64), in ``path/data/``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tsv = make_hrbench(path.with_suffix(".tsv"))
+    with open(tsv, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    images = {row["index"]: row["image"] for row in rows if len(row["image"]) > 64}
+    for row in rows:
+        row["image"] = images.get(row["image"], row["image"])
+        row["index"] = int(row["index"])
+    tsv.unlink()
+    (path / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path / "data" / "hrbench_4k-00000.parquet", row_group_size=2)
+    return path

@@ -2,7 +2,8 @@ import builtins
 import json
 
 import pytest
-from eval_fixtures import MME_OPTIONS, VSTAR_ITEMS, jpeg_bytes, make_hrbench, make_mme, make_vstar
+from eval_fixtures import (MME_OPTIONS, VSTAR_ITEMS, jpeg_bytes, make_hrbench, make_hrbench_parquet, make_mme,
+                           make_vstar, make_vstar_table)
 
 from focus_modules.eval import ImageDecodeError, load_dataset, multiple_choice_text, read_vstar
 
@@ -166,3 +167,66 @@ def test_reads_the_synthetic_generator_output(tmp_path):
         assert q.options[q.letters.index(q.label)] == meta["options"][0]
         assert q.gt_boxes == tuple((x, y, x + w, y + h) for x, y, w, h in meta["bbox"])
         assert q.load_image().size == tuple(meta["image_size"])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "tsv"])
+def test_vstar_tables_of_lmms_eval_and_vlmevalkit(tmp_path, fmt):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    data = make_vstar_table(tmp_path / ("vstar" if fmt == "parquet" else "vstar.tsv"), fmt)
+    questions = load_dataset("vstar", data)
+    assert [q.id for q in questions] == ["direct_attributes/0", "direct_attributes/1", "relative_position/2"]
+    for q, (_, _, text, options, _, size) in zip(questions, VSTAR_ITEMS):
+        assert q.question == text
+        assert q.options == (options[1], options[0], *options[2:])  # the table's order, as given
+        assert q.label == "B" and q.gt_boxes == ()
+        assert q.load_image().size == size
+    assert [q.category for q in load_dataset("vstar", data, categories="all")][-1] == "counting"
+    with pytest.raises(ValueError, match="no question of category OCR .*found: direct_attributes"):
+        load_dataset("vstar", data, categories=["OCR"])
+
+
+def test_vstar_table_missing_columns_name_file_column_and_layout(tmp_path):
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "vstar.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": "Q? (A) a (B) b", "category": "direct_attributes",
+                                          "image": b"x"}]), bad)
+    with pytest.raises(ValueError, match="vstar.parquet lacks column 'label' \\(it has: text, category\\); "
+                                         "expected lmms-eval's V\\*Bench parquet"):
+        load_dataset("vstar", bad)
+    pq.write_table(pa.Table.from_pylist([{"text": "Q? (A) a (B) b", "label": "A", "category": "x"}]), bad)
+    with pytest.raises(ValueError, match="no image column"):
+        load_dataset("vstar", bad)
+    pq.write_table(pa.Table.from_pylist([{"text": "Q? (B) a (A) b", "label": "A", "category": "direct_attributes",
+                                          "image": b"x"}]), bad)
+    with pytest.raises(ValueError, match="expected the question followed by \\(A\\), \\(B\\)"):
+        load_dataset("vstar", bad, categories="all")
+    tsv = tmp_path / "v.tsv"
+    tsv.write_text("index\tquestion\tA\tB\tcategory\timage\n1\tq\ta\tb\tdirect_attributes\tx\n")
+    with pytest.raises(ValueError, match="v.tsv lacks column 'answer'"):
+        load_dataset("vstar", tsv)
+
+
+def test_hrbench_parquet_of_lmms_eval(tmp_path):
+    pytest.importorskip("pyarrow")
+    tsv = load_dataset("hrbench", make_hrbench(tmp_path / "hr.tsv"))
+    parquet = load_dataset("hrbench", make_hrbench_parquet(tmp_path / "hrp"))
+    assert [(q.id, q.options, q.label, q.category, dict(q.groups)) for q in parquet] == [
+        (q.id, q.options, q.label, q.category, dict(q.groups)) for q in tsv]
+    assert parquet[1].load_image().size == (40, 30)
+    with pytest.raises(ImageDecodeError, match="index 30"):
+        parquet[4].load_image()
+    # each row holds its own copy of the image: equal images are still recognised
+    assert parquet[0].image_key == parquet[1].image_key != parquet[2].image_key == parquet[3].image_key
+    assert tsv[0].image_key == parquet[0].image_key  # the digest of the same base64 text
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "hr_bench_8k.parquet"
+    pq.write_table(pa.Table.from_pylist([{"index": 1, "question": "q", "A": "a", "B": "b", "category": "single",
+                                          "image": "x"}]), bad)
+    with pytest.raises(ValueError, match="hr_bench_8k.parquet lacks columns 'answer'.*expected hr_bench_4k.tsv"):
+        load_dataset("hrbench", bad)
