@@ -228,5 +228,5 @@ def test_hrbench_parquet_of_lmms_eval(tmp_path):
     bad = tmp_path / "hr_bench_8k.parquet"
     pq.write_table(pa.Table.from_pylist([{"index": 1, "question": "q", "A": "a", "B": "b", "category": "single",
                                           "image": "x"}]), bad)
-    with pytest.raises(ValueError, match="hr_bench_8k.parquet lacks columns 'answer'.*expected hr_bench_4k.tsv"):
+    with pytest.raises(ValueError, match="hr_bench_8k.parquet lacks column 'answer' .*expected hr_bench_4k.tsv"):
         load_dataset("hrbench", bad)
