@@ -135,3 +135,18 @@ def test_eval_categories_flag(tmp_path, monkeypatch):
     assert {r["category"] for r in read_rows(tmp_path / "all.jsonl")} == {"attribute", "spatial", "counting"}
     assert cli.main([*base, "--out", str(tmp_path / "c.jsonl"), "--categories", "counting,relative_position"]) == 0
     assert [r["id"] for r in read_rows(tmp_path / "c.jsonl")] == ["counting/count_1", "relative_position/sa_7"]
+
+
+def test_eval_protocol_flags(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(cli, "build_answerer", _fake_build(calls))
+    data = make_vstar(tmp_path / "vstar")
+    base = ["eval", "--model", "m", "--dataset", "vstar", "--data", str(data), "--no-progress"]
+    assert cli.main([*base, "--out", str(tmp_path / "l.jsonl"), "--protocol", "lmms-eval"]) == 0
+    rows = read_rows(tmp_path / "l.jsonl")
+    assert rows[0]["protocol"] == "lmms-eval" and rows[0]["prompt"].endswith("given choices directly.")
+    assert "(lmms-eval protocol, generate)" in capsys.readouterr().out
+    # refused before the model is loaded
+    assert cli.main([*base, "--out", str(tmp_path / "x.jsonl"), "--protocol", "lmms-eval",
+                     "--answer-scheme", "logits"]) == 2
+    assert "--protocol paper" in capsys.readouterr().err and len(calls) == 1

@@ -68,7 +68,7 @@ def test_focus_eval_with_a_saved_tiny_model(model_dir, tmp_path, capsys):
             for roi in rois:
                 x1, y1, x2, y2 = roi["box"]
                 assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
-    assert "vstar / focus: accuracy" in capsys.readouterr().out
+    assert "vstar / focus (paper protocol, generate): accuracy" in capsys.readouterr().out
 
 
 def test_focus_eval_resumes_after_kill_9(model_dir, tmp_path):
