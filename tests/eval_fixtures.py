@@ -140,6 +140,8 @@ class FakeResult:
     map_extents: list = field(default_factory=list)
     forward_passes: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    option_scores: list | None = None
+    search_reused_from: int | None = None
 
 
 class FakeAdapter:
@@ -152,7 +154,9 @@ class FakeAdapter:
 
 class FakeAnswerer:
     """Answers with the letter of the option whose text is the longest (ties: first), so the
-    answers depend on the option order; proposes two ROIs per question.
+    answers depend on the option order; proposes two ROIs per question. Questions with equal
+    ``search_keys`` share the first one's search, as FocusWrapper does (no search passes of
+    their own); ``answer_scheme="logits"`` scores each option by its length.
 
     Args:
         delay: seconds to sleep per question (to kill a run mid-way).
@@ -164,25 +168,85 @@ class FakeAnswerer:
         self.delay = delay
         self.style = style
         self.calls = []
+        self.kwargs = []
 
-    def answer(self, images, questions, options=None, targets=None, method="focus", batch_size=None):
+    def answer(self, images, questions, options=None, targets=None, method="focus", batch_size=None,
+               answer_prompts=None, answer_scheme="generate", search_keys=None):
         assert len(images) == len(questions) == len(options)
         self.calls.append(list(questions))
-        results = []
-        for image, opts in zip(images, options):
+        self.kwargs.append(dict(answer_prompts=answer_prompts, answer_scheme=answer_scheme, search_keys=search_keys))
+        results, searched = [], {}
+        for i, (image, opts) in enumerate(zip(images, options)):
             time.sleep(self.delay)
             best = max(range(len(opts)), key=lambda i: (len(opts[i]), -i))
             letter = "ABCDEFGH"[best]
             w, h = image.size
             rois = [] if method == "vanilla" else [[FakeRoi((0.0, 0.0, w / 2, h / 2), 0.9, 0.8),
                                                    FakeRoi((w / 2, h / 2, w, h), 0.5, None)]]
+            leader = searched.setdefault(search_keys[i], i) if search_keys is not None else i
+            passes = {"answer": 1} if method == "vanilla" else {"targets": 1, "relevance": 1, "verify": 2, "answer": 1}
+            if leader != i:
+                passes = {**passes, "targets": 0, "relevance": 0, "verify": 0}
+            if answer_scheme == "logits":
+                passes["answer"] = len(opts)
             results.append(FakeResult(
                 answer=letter if self.style == "letter" else f"The answer is ({letter}).",
                 targets=[] if method == "vanilla" else ["thing"],
                 question_type=1,
                 rois=rois,
-                forward_passes={"answer": 1} if method == "vanilla" else
-                {"targets": 1, "relevance": 1, "verify": 2, "answer": 1},
+                forward_passes=passes,
                 timings={"answer": 0.01},
+                option_scores=[float(len(o)) for o in opts] if answer_scheme == "logits" else None,
+                search_reused_from=None if leader == i else leader,
             ))
         return results
+
+
+def make_vstar_table(path: Path, fmt: str) -> Path:
+    """The V*Bench items above as lmms-eval's parquet (``text`` with ``(A)`` lines, ``label``,
+    ``category``, ``image`` struct, ``question_id``; ``path`` is the folder, written to
+    ``data/test-00000-of-00001.parquet``) or a VLMEvalKit-style TSV (``path`` is the file).
+    The correct option is shown second."""
+    rows = []
+    for number, (folder, _name, question, options, _bbox, size) in enumerate(VSTAR_ITEMS):
+        shown = [options[1], options[0], *options[2:]]
+        image = jpeg_bytes(*size, (30, 30, 200))
+        if fmt == "parquet":
+            text = question + "".join(f"\n({'ABCD'[i]}) {o}" for i, o in enumerate(shown))
+            rows.append({"question_id": number, "text": text, "label": "B", "category": folder,
+                         "image": {"bytes": image, "path": None}})
+        else:
+            rows.append({"index": number, "question": question, **dict(zip("ABCD", shown)), "answer": "B",
+                         "category": folder, "image": b64(image)})
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        (path / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), path / "data" / "test-00000-of-00001.parquet")
+        return path
+    header = ["index", "question", "A", "B", "C", "D", "answer", "category", "image"]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(header)
+        writer.writerows([[row.get(k, "") for k in header] for row in rows])
+    return path
+
+
+def make_hrbench_parquet(path: Path) -> Path:
+    """The HR-Bench rows of :func:`make_hrbench` as lmms-eval's parquet, every row with its own
+    copy of its image (base64), in ``path/data/``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tsv = make_hrbench(path.with_suffix(".tsv"))
+    with open(tsv, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    images = {row["index"]: row["image"] for row in rows if len(row["image"]) > 64}
+    for row in rows:
+        row["image"] = images.get(row["image"], row["image"])
+        row["index"] = int(row["index"])
+    tsv.unlink()
+    (path / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path / "data" / "hrbench_4k-00000.parquet", row_group_size=2)
+    return path

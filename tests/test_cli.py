@@ -52,7 +52,7 @@ def test_eval_command_writes_rows_and_summary(tmp_path, monkeypatch, capsys):
     assert summary["config"]["layers"] == [2, 6] and summary["config"]["n_steps"] == 2
     assert summary["run"]["model"] == "some/model" and summary["run"]["limit"] == 3
     printed = capsys.readouterr().out
-    assert "vstar / focus: accuracy" in printed and "on 3 of 3 questions, 1 errors" in printed
+    assert "vstar / focus (paper protocol, generate): accuracy" in printed and "on 3 of 3 questions, 1 errors" in printed
 
 
 def test_eval_command_on_mme_reports_subsets(tmp_path, monkeypatch, capsys):
@@ -123,3 +123,30 @@ def test_ask_prints_json_and_writes_viz(tmp_path, monkeypatch, capsys):
 def test_console_script_help():
     done = subprocess.run([sys.executable, "-m", "focus_modules.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "ask" in done.stdout and "eval" in done.stdout and "demo" in done.stdout
+
+
+def test_eval_categories_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "build_answerer", _fake_build([]))
+    data = make_vstar(tmp_path / "vstar")
+    base = ["eval", "--model", "m", "--dataset", "vstar", "--data", str(data), "--no-progress"]
+    assert cli.main([*base, "--out", str(tmp_path / "default.jsonl")]) == 0
+    assert {r["category"] for r in read_rows(tmp_path / "default.jsonl")} == {"attribute", "spatial"}
+    assert cli.main([*base, "--out", str(tmp_path / "all.jsonl"), "--categories", "all"]) == 0
+    assert {r["category"] for r in read_rows(tmp_path / "all.jsonl")} == {"attribute", "spatial", "counting"}
+    assert cli.main([*base, "--out", str(tmp_path / "c.jsonl"), "--categories", "counting,relative_position"]) == 0
+    assert [r["id"] for r in read_rows(tmp_path / "c.jsonl")] == ["counting/count_1", "relative_position/sa_7"]
+
+
+def test_eval_protocol_flags(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(cli, "build_answerer", _fake_build(calls))
+    data = make_vstar(tmp_path / "vstar")
+    base = ["eval", "--model", "m", "--dataset", "vstar", "--data", str(data), "--no-progress"]
+    assert cli.main([*base, "--out", str(tmp_path / "l.jsonl"), "--protocol", "lmms-eval"]) == 0
+    rows = read_rows(tmp_path / "l.jsonl")
+    assert rows[0]["protocol"] == "lmms-eval" and rows[0]["prompt"].endswith("given choices directly.")
+    assert "(lmms-eval protocol, generate)" in capsys.readouterr().out
+    # refused before the model is loaded
+    assert cli.main([*base, "--out", str(tmp_path / "x.jsonl"), "--protocol", "lmms-eval",
+                     "--answer-scheme", "logits"]) == 2
+    assert "--protocol paper" in capsys.readouterr().err and len(calls) == 1

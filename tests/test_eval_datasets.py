@@ -2,13 +2,14 @@ import builtins
 import json
 
 import pytest
-from eval_fixtures import MME_OPTIONS, VSTAR_ITEMS, make_hrbench, make_mme, make_vstar
+from eval_fixtures import (MME_OPTIONS, VSTAR_ITEMS, jpeg_bytes, make_hrbench, make_hrbench_parquet, make_mme,
+                           make_vstar, make_vstar_table)
 
 from focus_modules.eval import ImageDecodeError, load_dataset, multiple_choice_text, read_vstar
 
 
 def test_vstar_questions_options_letters_categories_boxes(tmp_path):
-    questions = read_vstar(make_vstar(tmp_path))
+    questions = read_vstar(make_vstar(tmp_path), categories="all")
     assert [q.id for q in questions] == [
         "direct_attributes/sa_2", "direct_attributes/sa_10", "relative_position/sa_7", "counting/count_1"]
     assert [q.category for q in questions] == ["attribute", "attribute", "spatial", "counting"]
@@ -26,13 +27,13 @@ def test_vstar_questions_options_letters_categories_boxes(tmp_path):
 
 def test_vstar_option_order_is_seeded_per_question(tmp_path):
     root = make_vstar(tmp_path)
-    first, again = read_vstar(root, seed=0), read_vstar(root, seed=0)
+    first, again = read_vstar(root, seed=0, categories="all"), read_vstar(root, seed=0, categories="all")
     assert [q.options for q in first] == [q.options for q in again]
     orders = {tuple(q.options for q in read_vstar(root, seed=s)) for s in range(8)}
     assert len(orders) > 1  # the seed changes the order
     # a question's order does not depend on the other questions
     (root / "counting" / "count_1.json").unlink()
-    assert [q.options for q in read_vstar(root, seed=0)] == [q.options for q in first[:3]]
+    assert [q.options for q in read_vstar(root, seed=0, categories="all")] == [q.options for q in first[:3]]
     # the correct option is not always shown first
     labels = {q.label for s in range(8) for q in read_vstar(root, seed=s)}
     assert len(labels) > 1
@@ -42,10 +43,30 @@ def test_vstar_missing_image_becomes_decode_error_and_bad_layout_is_clear(tmp_pa
     root = make_vstar(tmp_path / "v")
     (root / "counting" / "count_1.jpg").unlink()
     with pytest.raises(ImageDecodeError, match="missing"):
-        read_vstar(root)[-1].load_image()
+        read_vstar(root, categories="all")[-1].load_image()
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="direct_attributes/ and relative_position/"):
         read_vstar(tmp_path / "empty")
+
+
+def test_vstar_reads_the_191_question_folders_unless_asked(tmp_path):
+    root = make_vstar(tmp_path / "v")
+    # the download's extra folders: OCR/ with upper-case .JPG images
+    (root / "OCR").mkdir()
+    (root / "OCR" / "ocr_1.json").write_text(json.dumps({"question": "What does it say?", "options": ["a", "b"]}))
+    (root / "OCR" / "ocr_1.JPG").write_bytes(jpeg_bytes(20, 10, (0, 0, 0)))
+    default = load_dataset("vstar", root)
+    assert [q.category for q in default] == ["attribute", "attribute", "spatial"]
+    every = load_dataset("vstar", root, categories="all")
+    assert [q.id for q in every] == [q.id for q in default] + ["OCR/ocr_1", "counting/count_1"]
+    assert every[3].load_image().size == (20, 10)  # found from the image side, any case of suffix
+    assert [q.id for q in read_vstar(root, categories=["OCR", "direct_attributes"])] == [
+        "OCR/ocr_1", "direct_attributes/sa_2", "direct_attributes/sa_10"]
+    with pytest.raises(FileNotFoundError, match="no question folder GPT4V-hard .*found: direct_attributes, "
+                                                 "relative_position, OCR, counting.*--categories"):
+        read_vstar(root, categories=["GPT4V-hard"])
+    with pytest.raises(ValueError, match="categories select V\\*Bench folders"):
+        load_dataset("hrbench", root, categories="all")
     (root / "direct_attributes" / "sa_2.json").write_text(json.dumps({"question": "q?"}))
     with pytest.raises(ValueError, match="'options'"):
         read_vstar(root)
@@ -139,10 +160,73 @@ def test_reads_the_synthetic_generator_output(tmp_path):
     from focus_modules.synthetic import write_vstar_layout
 
     paths = write_vstar_layout(tmp_path, n_per_family=1, seed=3, progress=False)
-    questions = read_vstar(tmp_path)
+    questions = read_vstar(tmp_path, categories="all")
     assert [q.category for q in questions] == ["attribute", "spatial", "counting"]
     for q, path in zip(questions, paths):
         meta = json.loads(path.read_text())
         assert q.options[q.letters.index(q.label)] == meta["options"][0]
         assert q.gt_boxes == tuple((x, y, x + w, y + h) for x, y, w, h in meta["bbox"])
         assert q.load_image().size == tuple(meta["image_size"])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "tsv"])
+def test_vstar_tables_of_lmms_eval_and_vlmevalkit(tmp_path, fmt):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    data = make_vstar_table(tmp_path / ("vstar" if fmt == "parquet" else "vstar.tsv"), fmt)
+    questions = load_dataset("vstar", data)
+    assert [q.id for q in questions] == ["direct_attributes/0", "direct_attributes/1", "relative_position/2"]
+    for q, (_, _, text, options, _, size) in zip(questions, VSTAR_ITEMS):
+        assert q.question == text
+        assert q.options == (options[1], options[0], *options[2:])  # the table's order, as given
+        assert q.label == "B" and q.gt_boxes == ()
+        assert q.load_image().size == size
+    assert [q.category for q in load_dataset("vstar", data, categories="all")][-1] == "counting"
+    with pytest.raises(ValueError, match="no question of category OCR .*found: direct_attributes"):
+        load_dataset("vstar", data, categories=["OCR"])
+
+
+def test_vstar_table_missing_columns_name_file_column_and_layout(tmp_path):
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "vstar.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": "Q? (A) a (B) b", "category": "direct_attributes",
+                                          "image": b"x"}]), bad)
+    with pytest.raises(ValueError, match="vstar.parquet lacks column 'label' \\(it has: text, category\\); "
+                                         "expected lmms-eval's V\\*Bench parquet"):
+        load_dataset("vstar", bad)
+    pq.write_table(pa.Table.from_pylist([{"text": "Q? (A) a (B) b", "label": "A", "category": "x"}]), bad)
+    with pytest.raises(ValueError, match="no image column"):
+        load_dataset("vstar", bad)
+    pq.write_table(pa.Table.from_pylist([{"text": "Q? (B) a (A) b", "label": "A", "category": "direct_attributes",
+                                          "image": b"x"}]), bad)
+    with pytest.raises(ValueError, match="expected the question followed by \\(A\\), \\(B\\)"):
+        load_dataset("vstar", bad, categories="all")
+    tsv = tmp_path / "v.tsv"
+    tsv.write_text("index\tquestion\tA\tB\tcategory\timage\n1\tq\ta\tb\tdirect_attributes\tx\n")
+    with pytest.raises(ValueError, match="v.tsv lacks column 'answer'"):
+        load_dataset("vstar", tsv)
+
+
+def test_hrbench_parquet_of_lmms_eval(tmp_path):
+    pytest.importorskip("pyarrow")
+    tsv = load_dataset("hrbench", make_hrbench(tmp_path / "hr.tsv"))
+    parquet = load_dataset("hrbench", make_hrbench_parquet(tmp_path / "hrp"))
+    assert [(q.id, q.options, q.label, q.category, dict(q.groups)) for q in parquet] == [
+        (q.id, q.options, q.label, q.category, dict(q.groups)) for q in tsv]
+    assert parquet[1].load_image().size == (40, 30)
+    with pytest.raises(ImageDecodeError, match="index 30"):
+        parquet[4].load_image()
+    # each row holds its own copy of the image: equal images are still recognised
+    assert parquet[0].image_key == parquet[1].image_key != parquet[2].image_key == parquet[3].image_key
+    assert tsv[0].image_key == parquet[0].image_key  # the digest of the same base64 text
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "hr_bench_8k.parquet"
+    pq.write_table(pa.Table.from_pylist([{"index": 1, "question": "q", "A": "a", "B": "b", "category": "single",
+                                          "image": "x"}]), bad)
+    with pytest.raises(ValueError, match="hr_bench_8k.parquet lacks column 'answer' .*expected hr_bench_4k.tsv"):
+        load_dataset("hrbench", bad)

@@ -56,10 +56,11 @@ def test_summarize_hand_made_rows():
     assert s["accuracy"] == 50.0            # the error row counts as wrong
     assert s["accuracy_lenient"] == 50.0
     assert s["per_category"] == {
-        "attribute": {"n": 2, "accuracy": 50.0, "accuracy_lenient": 100.0},
-        "spatial": {"n": 2, "accuracy": 50.0, "accuracy_lenient": 0.0},
+        "attribute": {"n": 2, "accuracy": 50.0, "accuracy_lenient": 100.0, "accuracy_lmms_eval": 0.0},
+        "spatial": {"n": 2, "accuracy": 50.0, "accuracy_lenient": 0.0, "accuracy_lmms_eval": 0.0},
     }
-    assert s["fp_search_mean"] == pytest.approx((4 + 6 + 4) / 3)
+    assert s["fp_search_mean"] == s["fp_search_unshared_mean"] == pytest.approx((4 + 6 + 4) / 3)
+    assert s["cycle_mean"] is None
     assert s["fp_per_phase_mean"] == pytest.approx({"answer": 1, "relevance": 1, "targets": 1, "verify": 11 / 3})
     assert s["fp_total_mean"] == pytest.approx((6 + 8 + 6) / 3)
     assert s["seconds_mean"] == pytest.approx(3.0)
@@ -78,8 +79,8 @@ def test_summarize_groups_and_empty_cases():
     ]
     s = summarize(rows)
     assert s["per_group"]["subset"] == {
-        "Perception": {"n": 2, "accuracy": 50.0, "accuracy_lenient": 50.0},
-        "Reasoning": {"n": 1, "accuracy": 100.0, "accuracy_lenient": 100.0},
+        "Perception": {"n": 2, "accuracy": 50.0, "accuracy_lenient": 50.0, "accuracy_lmms_eval": 0.0},
+        "Reasoning": {"n": 1, "accuracy": 100.0, "accuracy_lenient": 100.0, "accuracy_lmms_eval": 0.0},
     }
     assert set(s["per_group"]["domain"]) == {"Perception/AD", "Perception/OCR", "Reasoning/AD"}
     assert s["roi_recall"] is None and s["peak_gpu_memory_gb"] is None

@@ -50,9 +50,9 @@ def test_register_adapter_for_a_new_family(tiny_llava, monkeypatch):
     assert issubclass(MyAdapter, ModelAdapter)
 
 
-@pytest.mark.parametrize("strategy", ["default", "full"])
-def test_visual_positions_are_the_image_token_positions(strategy):
-    model, processor = build_tiny_llava(vision_feature_select_strategy=strategy, num_layers=2)
+@pytest.mark.parametrize("strategy, tower", [("default", "clip"), ("full", "clip"), ("full", "siglip")])
+def test_visual_positions_are_the_image_token_positions(strategy, tower):
+    model, processor = build_tiny_llava(vision_feature_select_strategy=strategy, vision_tower=tower, num_layers=2)
     adapter = adapter_for(model, processor)
     image = Image.new("RGB", (150, 90), (10, 200, 30))
     enc = adapter.encode_existence(image, "red car")
@@ -62,7 +62,8 @@ def test_visual_positions_are_the_image_token_positions(strategy):
     assert torch.equal(enc.input_ids, reference["input_ids"][0])
     torch.testing.assert_close(enc.model_inputs["pixel_values"], reference["pixel_values"])
     image_positions = (reference["input_ids"][0] == adapter.image_token_id).nonzero().flatten()
-    expected = image_positions[1:] if strategy == "full" else image_positions
+    # the processor's count: CLIP's CLS stays in front of the grid under "full"; SigLIP has none
+    expected = image_positions[1:] if (strategy, tower) == ("full", "clip") else image_positions
     assert enc.grid_hw == (12, 12) and len(expected) == 144
     assert torch.equal(enc.visual_positions, expected)
     # The model accepts the encoding (feature count == image tokens).
@@ -182,3 +183,23 @@ def test_text_only_and_answer_encodings_run(adapter):
     enc = adapter.encode_answer(view, "What is the color of the cup?", ["red", "blue"])
     assert (enc.input_ids == adapter.image_token_id).sum() == 144
     assert enc.model_inputs["pixel_values"].shape == (1, 3, 96, 96)
+
+
+def test_checkpoints_the_adapter_cannot_map_are_refused():
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, PixtralVisionConfig
+
+    model, processor = build_tiny_llava(num_layers=2)
+    pixtral = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                  head_dim=16, image_size=96, patch_size=8)
+    config = LlavaConfig(vision_config=pixtral, text_config=model.config.text_config,
+                         image_token_index=model.config.image_token_index, vision_feature_layer=-1)
+    with pytest.raises(ValueError, match="has a pixtral tower and a LlavaProcessor, whose image tokens it cannot map"):
+        adapter_for(LlavaForConditionalGeneration(config), processor)
+    # processor and model must count the same image tokens
+    processor.vision_feature_select_strategy = "full"
+    with pytest.raises(ValueError, match="selects vision features with 'full', the model with 'default'"):
+        adapter_for(model, processor)
+    model, processor = build_tiny_llava(num_layers=2, vision_tower="siglip", vision_feature_select_strategy="full")
+    model.config.vision_feature_select_strategy = processor.vision_feature_select_strategy = "default"
+    with pytest.raises(ValueError, match="would lose a patch"):
+        adapter_for(model, processor)

@@ -201,3 +201,72 @@ def test_input_errors(wrapper, tiny_llava):
         FocusWrapper(model, processor)  # the LLaVA-1.5 preset reads layers 14..31
     with pytest.raises(ValueError, match=r"no FOCUS adapter for Linear; supported model classes: .*llava-1.5"):
         FocusWrapper(nn.Linear(2, 2), processor)
+
+
+def test_shared_search_is_the_search_each_rotation_would_run(wrapper):
+    """HR-Bench rotates each question's options over 4 rows: one search serves them all."""
+    image = make_images()[0]
+    question = QUESTIONS[0]
+    rotations = [OPTIONS[0][i:] + OPTIONS[0][:i] for i in range(4)]
+    images = [image.copy() for _ in range(4)] + [make_images()[1]]
+    questions = [question] * 4 + [QUESTIONS[1]]
+    options = rotations + [OPTIONS[1]]
+    shared = wrapper.answer(images, questions, options, search_keys=["a"] * 4 + ["b"], batch_size=2)
+    alone = [wrapper.answer([im], [q], [o])[0] for im, q, o in zip(images, questions, options)]
+    assert [r.search_reused_from for r in shared] == [None, 0, 0, 0, None]
+    for i, (mine, own) in enumerate(zip(shared, alone)):
+        search = ("targets", "relevance", "verify")
+        if i in (1, 2, 3):  # passes are recorded where they were spent
+            assert all(mine.forward_passes[p] == 0 for p in search)
+        else:
+            assert mine.forward_passes == own.forward_passes
+        assert mine.forward_passes["answer"] == 1
+        assert comparable(dataclasses.replace(mine, forward_passes={}, search_reused_from=None)) == \
+            comparable(dataclasses.replace(own, forward_passes={}))
+    assert sum(sum(r.forward_passes[p] for p in ("relevance", "verify")) for r in shared) == \
+        sum(alone[i].forward_passes["relevance"] + alone[i].forward_passes["verify"] for i in (0, 4))
+    with pytest.raises(ValueError, match="share search key 'a' but not their question"):
+        wrapper.answer(images[:2], [question, QUESTIONS[2]], options[:2], search_keys=["a", "a"])
+
+
+def test_logits_matching_scores_each_option_as_the_reply(wrapper, tiny_llava):
+    model, _ = tiny_llava
+    adapter = wrapper.adapter
+    image, question, options = make_images()[0], QUESTIONS[0], OPTIONS[0]
+    (result,) = wrapper.answer([image], [question], [options], method="vanilla", answer_scheme="logits")
+    assert result.forward_passes["answer"] == len(options)  # one prompt per option
+    assert result.answer == "ABCD"[int(np.argmax(result.option_scores))]
+    # oracle: each option's own unbatched sequence, full logits, mean log-probability of its tokens
+    from focus_modules.adapters.base import FinalView
+
+    view = FinalView([image.convert("RGB")], "image", [])
+    for option, score in zip(options, result.option_scores):
+        prompt = adapter.encode_answer(view, question, None)
+        tail = adapter.tokenizer(option, add_special_tokens=False)["input_ids"]
+        ids = torch.cat([prompt.input_ids, torch.tensor(tail)])[None]
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                           pixel_values=prompt.model_inputs["pixel_values"]).logits[0].double()
+        log_probs = logits[-len(tail) - 1:-1].log_softmax(-1)
+        expected = log_probs.gather(-1, torch.tensor(tail)[:, None]).mean().item()
+        # the batch is left-padded (other summation lengths): fp32 noise on ~10-nat log-probs
+        assert score == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ValueError, match="questions \\[0\\] have none"):
+        wrapper.answer([image], [question], None, answer_scheme="logits")
+    with pytest.raises(ValueError, match="answer_scheme must be one of"):
+        wrapper.answer([image], [question], [options], answer_scheme="vote")
+
+
+def test_answer_prompts_replace_the_adapters_question_text(wrapper, monkeypatch):
+    seen = []
+    encode = wrapper.adapter.encode_answer
+
+    def spy(view, question, options):
+        seen.append((question, options))
+        return encode(view, question, options)
+
+    monkeypatch.setattr(wrapper.adapter, "encode_answer", spy)
+    images = make_images()[:2]
+    harness = "What is the color of the cat?\nA. red\nB. blue\nAnswer the option letter directly."
+    wrapper.answer(images, QUESTIONS[:2], OPTIONS[:2], answer_prompts=[harness, None])
+    assert seen == [(harness, None), (QUESTIONS[1], OPTIONS[1])]

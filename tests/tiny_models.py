@@ -64,6 +64,7 @@ def build_tiny_llava(
     extra_words: Iterable[str] = (),
     chat_template: bool = True,
     vision_feature_select_strategy: str = "default",
+    vision_tower: str = "clip",
     seed: int = 0,
 ):
     """A random LLaVA-1.5-architecture model and its processor.
@@ -76,6 +77,8 @@ def build_tiny_llava(
         extra_words: more vocabulary (e.g. a training set's words).
         chat_template: give the processor the llava-hf chat template (else none).
         vision_feature_select_strategy: ``"default"`` (drop CLS, as LLaVA-1.5) or ``"full"``.
+        vision_tower: ``"clip"`` (a CLS token before the patches) or ``"siglip"`` (none; the
+            processor then counts no additional image token).
         seed: weights are drawn from ``torch.manual_seed(seed)``.
 
     Returns:
@@ -88,10 +91,17 @@ def build_tiny_llava(
     tokenizer = build_tokenizer(prompt_vocabulary(extra_words))
     vocab = tokenizer.get_vocab()
     grid = image_size // patch_size
-    vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=image_size, patch_size=patch_size, projection_dim=32,
-    )
+    if vision_tower == "siglip":
+        from transformers import SiglipVisionConfig
+
+        vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                    image_size=image_size, patch_size=patch_size)
+    else:
+        vision = CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size, patch_size=patch_size, projection_dim=32,
+        )
+    additional = 1 if vision_tower == "clip" else 0
     text = LlamaConfig(
         vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
@@ -100,7 +110,7 @@ def build_tiny_llava(
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=vocab["<image>"],
-        image_seq_length=grid * grid + (vision_feature_select_strategy == "full"),
+        image_seq_length=grid * grid + additional - (vision_feature_select_strategy == "default"),
         vision_feature_select_strategy=vision_feature_select_strategy, vision_feature_layer=-2,
     )
     config.pad_token_id = vocab["<pad>"]
@@ -113,7 +123,7 @@ def build_tiny_llava(
     )
     processor = LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-        vision_feature_select_strategy=vision_feature_select_strategy, num_additional_image_tokens=1,
+        vision_feature_select_strategy=vision_feature_select_strategy, num_additional_image_tokens=additional,
         chat_template=LLAVA_CHAT_TEMPLATE if chat_template else None,
     )
     return model, processor

@@ -5,7 +5,8 @@
               [--n-steps N] [--set FIELD=VALUE]... [--viz OUT.png] [--json]
     focus eval --model PATH_OR_ID --dataset vstar|hrbench|mme-rw-lite --data PATH
                [--method focus|vanilla] [--n-steps N] [--set FIELD=VALUE]... [--limit N]
-               --out RESULTS.jsonl [--summary SUMMARY.json]
+               [--categories all|FOLDER,...] [--protocol paper|lmms-eval] [--answer-scheme generate|logits]
+               --out RESULTS.jsonl [--overwrite] [--summary SUMMARY.json]
 
 ``--set`` overrides any FocusConfig field, converted to the field's type
 (``--set layers=2,6 --set k=15 --set smooth_sigma=none``). Run ``focus eval`` under
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from focus_modules.config import DATASETS, FocusConfig
+from focus_modules.config import ANSWER_SCHEMES, DATASETS, PROTOCOLS, FocusConfig
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
@@ -184,12 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", choices=DATASETS, required=True)
     ev.add_argument("--data", type=Path, required=True, help="benchmark folder or file (layouts: README)")
     ev.add_argument("--limit", type=int, help="only the first N questions")
+    ev.add_argument("--protocol", choices=PROTOCOLS, default="paper",
+                    help="prompt and option order: the paper's (A.2: the model's own option lines, strict letter "
+                         "match; default) or lmms-eval's per-dataset prompt; both extractions are always reported")
+    ev.add_argument("--answer-scheme", choices=ANSWER_SCHEMES, default="generate",
+                    help="generate the option letter (default, the paper's results) or logits matching "
+                         "(C.5: one prompt per option, the likeliest option text wins)")
     ev.add_argument("--out", type=Path, required=True, metavar="RESULTS.jsonl",
                     help="one JSON line per question; rerun with the same file to resume")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="delete --out (and its summary) first and answer every question again, instead of resuming")
     ev.add_argument("--summary", type=Path, metavar="SUMMARY.json",
                     help="metrics + config (default: RESULTS.summary.json beside --out)")
     ev.add_argument("--batch-size", type=int, default=1, help="questions per model call (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of V*Bench's option order (default 0)")
+    ev.add_argument("--categories", type=_categories, metavar="all|FOLDER[,FOLDER...]",
+                    help="V*Bench folders to read (default direct_attributes,relative_position: the "
+                         "benchmark's 191 questions; 'all' reads every folder, e.g. the synthetic set's counting/)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     ev.set_defaults(run=cmd_eval)
 
@@ -232,21 +244,37 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _categories(text: str) -> str | tuple[str, ...]:
+    """``--categories``: ``all`` or comma-separated folder names."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected 'all' or comma-separated folder names")
+    return "all" if names == ("all",) else names
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from focus_modules.eval.datasets import load_dataset
+    from focus_modules.eval.identity import file_fingerprint, model_fingerprint
     from focus_modules.eval.runner import run_eval
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    questions = load_dataset(args.dataset, args.data, seed=args.seed)[: args.limit]
+    if args.answer_scheme == "logits" and args.protocol != "paper":
+        raise ValueError("--answer-scheme logits is the paper's scheme (C.5): use it with --protocol paper")
+    questions = load_dataset(args.dataset, args.data, seed=args.seed, categories=args.categories)[: args.limit]
     overrides = parse_overrides(args.overrides)
     answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, args.dataset,
                                       args.n_steps, overrides)
-    info = {"model": args.model, "data": str(args.data), "dtype": args.dtype, "device": args.device,
-            "attn_implementation": args.attn_implementation, "seed": args.seed, "limit": args.limit}
+    # what determines the answers (a rerun that differs is refused) vs. facts of this run only
+    identity = {"model": args.model, "model_fingerprint": model_fingerprint(getattr(answerer, "model", None)),
+                "data": file_fingerprint(args.data), "dtype": args.dtype}
+    if args.dataset == "vstar":
+        identity["option_seed"] = args.seed
+    info = {"data_path": str(args.data), "device": args.device, "attn_implementation": args.attn_implementation,
+            "categories": args.categories, "limit": args.limit}
     summary = run_eval(questions, answerer, args.out, dataset=args.dataset, method=args.method, config=config,
-                       batch_size=args.batch_size, summary=args.summary, info=info, progress=args.progress,
-                       prompt_of=answerer.adapter.answer_prompt)
+                       protocol=args.protocol, answer_scheme=args.answer_scheme, batch_size=args.batch_size, summary=args.summary, info=info, identity=identity,
+                       overwrite=args.overwrite, progress=args.progress, prompt_of=answerer.adapter.answer_prompt)
     if summary is not None:
         print(format_summary(summary))
     return 0
@@ -262,15 +290,23 @@ def format_summary(summary: dict[str, Any]) -> str:
         return "-" if value is None else f"{value:.2f}{unit}"
 
     lines = [
-        f"{summary['dataset']} / {summary['method']}: accuracy {pct(summary['accuracy'])} "
-        f"(lenient {pct(summary['accuracy_lenient'])}) on {summary['n']} of {summary['n_questions']} questions, "
+        f"{summary['dataset']} / {summary['method']} ({summary['protocol']} protocol, {summary['answer_scheme']}): "
+        f"accuracy {pct(summary['accuracy'])} (lenient {pct(summary['accuracy_lenient'])}, lmms-eval extraction "
+        f"{pct(summary['accuracy_lmms_eval'])}) on {summary['n']} of {summary['n_questions']} questions, "
         f"{summary['errors']} errors",
         "  " + ", ".join(f"{name} {pct(v['accuracy'])}" for name, v in summary["per_category"].items()),
         *("  " + ", ".join(f"{value} {pct(v['accuracy'])}" for value, v in values.items())
           for name, values in summary["per_group"].items() if name != "cycle"),
-        f"  search FPs {num(summary['fp_search_mean'])}/question, {num(summary['seconds_mean'], ' s')}/question"
-        + (f", peak GPU memory {summary['peak_gpu_memory_gb']:.2f} GiB" if summary["peak_gpu_memory_gb"] else ""),
     ]
+    cycles = summary.get("cycle_mean")
+    if cycles:
+        lines.append(f"  mean over {cycles['n_cycles']} cycle categories: {pct(cycles['accuracy'])} ("
+                     + ", ".join(f"{name} {pct(v['accuracy'])}" for name, v in cycles["per_category"].items()) + ")")
+    search = f"  search FPs {num(summary['fp_search_mean'])}/question"
+    if summary["fp_search_unshared_mean"] != summary["fp_search_mean"]:
+        search += f" spent ({num(summary['fp_search_unshared_mean'])} per question's own search)"
+    lines.append(search + f", {num(summary['seconds_mean'], ' s')}/question"
+                 + (f", peak GPU memory {summary['peak_gpu_memory_gb']:.2f} GiB" if summary["peak_gpu_memory_gb"] else ""))
     if summary.get("roi_recall") is not None:
         lines.append(f"  ROI recall {pct(summary['roi_recall'])}, top-ROI recall {pct(summary['top_roi_recall'])}")
     return "\n".join(lines)

@@ -9,11 +9,14 @@ Per group of questions, each phase is one batched model call (left padding + att
   maps (:class:`RelevanceMap`) and ROI proposals (:class:`RoiProposer`).
 - ``"verify"`` (V): existence confidence (Eq. 5) of ROI crops: the top ``n_steps`` ROIs of
   every type-1 target, every ROI of type-2 targets; then the overrun rounds (C.1).
-- ``"answer"`` (VI): greedy generation on the final view built by the adapter (A.5).
+- ``"answer"`` (VI): greedy generation on the final view built by the adapter (A.5), or
+  logits matching (C.5): one prompt per option, the option's text scored as the reply.
 
 Forward passes are counted per question and phase as the number of prompts of that question
 the model processed (A.2 counts one FP per call of the model on one prompt), so the counts do
-not depend on how questions are batched.
+not depend on how questions are batched. Questions given the same ``search_keys`` entry (the
+same image and question with rotated options, as HR-Bench's) share one search (steps I-V):
+the passes are counted where they were spent, on the first of them.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from focus_modules import targets as target_text
 from focus_modules.adapters import ModelAdapter, Selection, adapter_for
 from focus_modules.adapters.base import Encoding, FinalView, OPTION_LETTERS
 from focus_modules.adapters.views import Box, crop, load_rgb
-from focus_modules.config import FocusConfig
+from focus_modules.config import ANSWER_SCHEMES, FocusConfig
 from focus_modules.modules.existence import ExistenceScorer
 from focus_modules.modules.relevance_map import RelevanceMap
 from focus_modules.modules.roi_proposer import RoiProposer
@@ -76,6 +79,11 @@ class FocusResult:
             found, or the vanilla method: the whole image was used).
         final_view: how the final input was built ("image", "crop", "union", "canvas", ...).
         final_boxes: original-image pixel boxes shown in the final input.
+        option_scores: logits matching only: per option, the mean log-probability of its
+            text as the reply (the highest one is the answer); ``None`` otherwise.
+        search_reused_from: index (in the ``answer`` call) of the question whose search
+            (steps I-V) this one reused, its targets/relevance/verify passes being 0 here;
+            ``None`` when it ran its own.
     """
 
     answer: str
@@ -90,6 +98,8 @@ class FocusResult:
     target_source: str = "none"
     final_view: str = "image"
     final_boxes: list[Box] = field(default_factory=list)
+    option_scores: list[float] | None = None
+    search_reused_from: int | None = None
 
 
 @dataclass
@@ -101,7 +111,9 @@ class _Job:
     options: list[str] | None
     given_targets: list[str] | None
     result: FocusResult
-    answer_prompt: str | None = None  # step VI's text, verbatim; None: question + options
+    index: int = 0  # position in the answer call
+    answer_prompt: str | None = None  # replaces the adapter's question + options text in step VI
+    search_key: object = None
     verified: list[int] = field(default_factory=list)  # per target: ROIs verified so far
     image: Image.Image | None = None
 
@@ -155,6 +167,8 @@ class FocusWrapper:
         batch_size: int | None = None,
         progress: bool = False,
         answer_prompts: Sequence[str | None] | None = None,
+        answer_scheme: str = "generate",
+        search_keys: Sequence[object] | None = None,
     ) -> list[FocusResult]:
         """Answer each question about its image.
 
@@ -170,19 +184,25 @@ class FocusWrapper:
             batch_size: questions per group (each phase of a group is one batched call);
                 ``None`` puts all questions in one group. Results do not depend on it.
             progress: show a tqdm progress bar over groups.
-            answer_prompts: ``None``, or per question ``None`` (step VI asks the question with
-                its options) or the text of step VI's prompt, used verbatim (e.g. a benchmark
-                harness's own prompt); the question then only drives steps I-V. A multi-image
-                final view still gets the adapter's sentence saying what its images are.
+            answer_prompts: ``None``, or per question ``None`` or the text of the final question
+                (step VI), replacing the question + option lines the adapter would write (e.g.
+                an evaluation harness's own prompt); steps I-V still read ``questions``.
+            answer_scheme: ``"generate"`` (the answer is generated, A.2) or ``"logits"`` (C.5:
+                one prompt per option, the question alone then the option's text as the reply;
+                the option with the highest mean log-probability wins and its letter is the
+                answer; needs options; one answer pass per option).
+            search_keys: ``None``, or one hashable per question: questions with equal keys (the
+                same image and question, e.g. HR-Bench's option rotations) share one search
+                (steps I-V) and are kept in one group.
 
         Returns:
             One :class:`FocusResult` per question, in order.
         """
-        jobs = self._jobs(images, questions, options, targets, method, answer_prompts)
+        jobs = self._jobs(images, questions, options, targets, method)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        step = batch_size or max(len(jobs), 1)
-        groups = [jobs[i:i + step] for i in range(0, len(jobs), step)]
+        self._check_final(jobs, answer_prompts, answer_scheme)
+        groups = self._groups(jobs, search_keys, batch_size or max(len(jobs), 1))
         if progress:
             from tqdm.auto import tqdm
 
@@ -192,19 +212,22 @@ class FocusWrapper:
                 for job in group:  # decoded per group, so memory follows batch_size
                     job.image = load_rgb(job.source)
                 if method == "focus":
-                    self._find_targets(group)
-                    searching = [job for job in group if job.result.targets]
+                    leaders, followers = self._search_leaders(group)
+                    self._find_targets(leaders)
+                    searching = [job for job in leaders if job.result.targets]
                     if searching:
                         self._relevance(searching)
                         self._verify(searching)
-                self._final_answer(group)
+                    for job, leader in followers:
+                        self._reuse_search(job, leader)
+                self._final_answer(group, answer_scheme)
                 for job in group:
                     job.image = None
         return [job.result for job in jobs]
 
     # --- input checks -----------------------------------------------------------------------------
 
-    def _jobs(self, images, questions, options, targets, method, answer_prompts=None) -> list[_Job]:
+    def _jobs(self, images, questions, options, targets, method) -> list[_Job]:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if isinstance(questions, str) or not isinstance(questions, Sequence):
@@ -214,7 +237,7 @@ class FocusWrapper:
         n = len(questions)
         if len(images) != n:
             raise ValueError(f"got {len(images)} images for {n} questions")
-        for name, per_question in (("options", options), ("targets", targets), ("answer_prompts", answer_prompts)):
+        for name, per_question in (("options", options), ("targets", targets)):
             if per_question is not None and (isinstance(per_question, str) or len(per_question) != n):
                 raise ValueError(f"{name} must be None or a list with one entry per question ({n})")
         jobs = []
@@ -226,12 +249,72 @@ class FocusWrapper:
             if opts is not None and len(opts) > len(OPTION_LETTERS):
                 raise ValueError(f"options[{i}] has {len(opts)} options; at most {len(OPTION_LETTERS)} are supported")
             given = self._check_strings(targets[i] if targets is not None else None, f"targets[{i}]", allow_empty=True)
-            prompt = answer_prompts[i] if answer_prompts is not None else None
-            if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
-                raise ValueError(f"answer_prompts[{i}] must be None or a non-empty string, got {prompt!r}")
             result = FocusResult(answer="", targets=[], question_type=1, method=method)
-            jobs.append(_Job(images[i], question.strip(), opts, given, result, answer_prompt=prompt))
+            jobs.append(_Job(images[i], question.strip(), opts, given, result, index=i))
         return jobs
+
+    @staticmethod
+    def _check_final(jobs: list[_Job], answer_prompts, answer_scheme: str) -> None:
+        if answer_scheme not in ANSWER_SCHEMES:
+            raise ValueError(f"answer_scheme must be one of {ANSWER_SCHEMES}, got {answer_scheme!r}")
+        if answer_scheme == "logits":
+            missing = [job.index for job in jobs if not job.options]
+            if missing:
+                raise ValueError(f"answer_scheme='logits' scores options; questions {missing[:5]} have none")
+        if answer_prompts is None:
+            return
+        if isinstance(answer_prompts, str) or len(answer_prompts) != len(jobs):
+            raise ValueError(f"answer_prompts must be None or a list with one entry per question ({len(jobs)})")
+        for job, text in zip(jobs, answer_prompts):
+            if text is not None and (not isinstance(text, str) or not text.strip()):
+                raise ValueError(f"answer_prompts[{job.index}] must be None or a non-empty string, got {text!r}")
+            job.answer_prompt = text
+
+    @staticmethod
+    def _groups(jobs: list[_Job], search_keys, step: int) -> list[list[_Job]]:
+        """Consecutive groups of about ``step`` questions; questions sharing a search key go
+        into the group of the first of them (a group may then hold more than ``step``)."""
+        if search_keys is None:
+            return [jobs[i:i + step] for i in range(0, len(jobs), step)]
+        if isinstance(search_keys, str) or len(search_keys) != len(jobs):
+            raise ValueError(f"search_keys must be None or a list with one entry per question ({len(jobs)})")
+        units: dict[object, list[_Job]] = {}
+        for job, key in zip(jobs, search_keys):
+            job.search_key = key
+            unit = units.setdefault(("key", key) if key is not None else ("job", job.index), [])
+            if unit and (unit[0].question, unit[0].given_targets) != (job.question, job.given_targets):
+                raise ValueError(f"questions {unit[0].index} and {job.index} share search key {key!r} but not "
+                                 "their question and targets; a search can only be shared by the same question")
+            unit.append(job)
+        groups: list[list[_Job]] = []
+        for unit in units.values():
+            if not groups or len(groups[-1]) + len(unit) > step and groups[-1]:
+                groups.append([])
+            groups[-1].extend(unit)
+        return groups
+
+    @staticmethod
+    def _search_leaders(group: list[_Job]) -> tuple[list[_Job], list[tuple[_Job, _Job]]]:
+        """The questions of a group that run the search, and (follower, leader) pairs of those
+        that reuse the search of an earlier question with the same key."""
+        leaders, followers, first = [], [], {}
+        for job in group:
+            leader = first.setdefault(job.search_key, job) if job.search_key is not None else job
+            if leader is job:
+                leaders.append(job)
+            else:
+                followers.append((job, leader))
+        return leaders, followers
+
+    @staticmethod
+    def _reuse_search(job: _Job, leader: _Job) -> None:
+        """Steps I-V of ``leader`` as ``job``'s own (copies of its ROIs); no passes spent."""
+        mine, theirs = job.result, leader.result
+        mine.targets, mine.question_type, mine.target_source = list(theirs.targets), theirs.question_type, \
+            theirs.target_source
+        mine.rois = [[Roi(roi.box, roi.relevance, roi.confidence) for roi in rois] for rois in theirs.rois]
+        mine.relevance_maps, mine.map_extents = list(theirs.relevance_maps), list(theirs.map_extents)
+        mine.search_reused_from = leader.index
 
     @staticmethod
     def _check_strings(items, name: str, allow_empty: bool) -> list[str] | None:
@@ -384,9 +467,9 @@ class FocusWrapper:
             boxes = [[rois[0].box] if rois else [] for rois in result.rois]
         return Selection(result.question_type, boxes)
 
-    def _final_answer(self, group: list[_Job]) -> None:
+    def _final_answer(self, group: list[_Job], answer_scheme: str) -> None:
         start = time.perf_counter()
-        encodings = []
+        views = []
         for job in group:
             result = job.result
             if result.method == "vanilla" or not result.targets:
@@ -396,11 +479,32 @@ class FocusWrapper:
             else:
                 view = self.adapter.final_view(job.image, self.selection(result), self.config)
             result.final_view, result.final_boxes = view.kind, list(view.boxes)
-            if job.answer_prompt is not None:  # the adapter adds no options to a prompt without them
-                encodings.append(self.adapter.encode_answer(view, job.answer_prompt, None))
-            else:
-                encodings.append(self.adapter.encode_answer(view, job.question, job.options))
+            views.append(view)
+        if answer_scheme == "logits":
+            self._match_logits(group, views, start)
+            return
+        encodings = [
+            self.adapter.encode_answer(view, job.answer_prompt, None) if job.answer_prompt is not None
+            else self.adapter.encode_answer(view, job.question, job.options)
+            for job, view in zip(group, views)
+        ]
         answers = self.adapter.generate(self.adapter.collate(encodings), self.max_new_tokens)
         self._account("answer", group, start)
         for job, text in zip(group, answers):
             job.result.answer = text
+
+    def _match_logits(self, group: list[_Job], views: list[FinalView], start: float) -> None:
+        """Logits matching (C.5), one prompt per option of every question, in one call."""
+        encodings, lengths, owners = [], [], []
+        for job, view in zip(group, views):
+            for option in job.options:
+                encoding, length = self.adapter.encode_statement(view, job.question, option)
+                encodings.append(encoding)
+                lengths.append(length)
+                owners.append(job)
+        scores = self.adapter.statement_log_likelihoods(self.adapter.collate(encodings), lengths).tolist()
+        self._account("answer", owners, start)
+        for job in group:
+            mine = [score for owner, score in zip(owners, scores) if owner is job]
+            job.result.option_scores = mine
+            job.result.answer = OPTION_LETTERS[max(range(len(mine)), key=mine.__getitem__)]

@@ -217,6 +217,21 @@ class ModelAdapter(ABC):
     def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:
         """The final prompt on the final view's image(s), ready for generation."""
 
+    def encode_statement(self, view: FinalView, question: str, statement: str) -> tuple[Encoding, int]:
+        """Logits matching (C.5): the final prompt with the question alone (no options), then
+        ``statement`` (an option's text) as the start of the assistant's reply.
+
+        Returns:
+            the encoding and the number of statement tokens at its end.
+        """
+        prompt = self.encode_answer(view, question, None)
+        tail = self.tokenizer(statement, add_special_tokens=False)["input_ids"]
+        if not tail:
+            raise ValueError(f"the option {statement!r} has no tokens to score")
+        token_inputs = {key: torch.cat([value, value.new_zeros(len(tail))]) for key, value in prompt.token_inputs.items()}
+        ids = torch.cat([prompt.input_ids, torch.tensor(tail, dtype=torch.long)])
+        return Encoding(ids, prompt.model_inputs, token_inputs=token_inputs), len(tail)
+
     def collate(self, encodings: Sequence[Encoding]) -> Batch:
         """Left-pad ``input_ids`` (with :attr:`pad_token_id`) and build ``attention_mask``;
         left-pad every ``token_inputs`` entry with 0; concatenate every other model input along
@@ -259,6 +274,22 @@ class ModelAdapter(ABC):
         out = self.model(**batch.inputs, use_cache=False, **self._keep_last_logits())
         return out.logits[:, -1]
 
+    def statement_log_likelihoods(self, batch: Batch, lengths: Sequence[int]) -> Tensor:
+        """One forward pass; ``[P]`` mean log-probability of the last ``lengths[p]`` tokens of
+        prompt ``p`` given the tokens before them (the score of logits matching, C.5: the
+        option whose statement the model finds likeliest wins). Only the logits of the last
+        ``max(lengths) + 1`` positions are computed where the model supports it; prompts are
+        left-padded, so every statement ends at the last position."""
+        keep = max(lengths) + 1
+        out = self.model(**batch.inputs, use_cache=False, **self._keep_last_logits(keep))
+        logits = out.logits[:, -keep:]
+        ids = batch.inputs["input_ids"]
+        scores = []
+        for p, n in enumerate(lengths):
+            log_probs = logits[p, keep - 1 - n: keep - 1].float().log_softmax(-1)  # position i predicts i + 1
+            scores.append(log_probs.gather(-1, ids[p, -n:, None]).mean())
+        return torch.stack(scores)
+
     def generate(self, batch: Batch, max_new_tokens: int) -> list[str]:
         """Greedy generation; the new text of each prompt, special tokens removed, stripped."""
         out = self.generation_model(batch).generate(
@@ -272,11 +303,11 @@ class ModelAdapter(ABC):
         """The module whose ``generate`` runs ``batch`` (the model itself by default)."""
         return self.model
 
-    def _keep_last_logits(self) -> dict[str, int]:
+    def _keep_last_logits(self, count: int = 1) -> dict[str, int]:
         params = inspect.signature(self.model.forward).parameters
         for name in ("logits_to_keep", "num_logits_to_keep"):  # >= 4.50, 4.45-4.49
             if name in params:
-                return {name: 1}
+                return {name: count}
         return {}
 
     # --- outputs ----------------------------------------------------------------------------------

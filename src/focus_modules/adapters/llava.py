@@ -31,6 +31,11 @@ LEGACY_TEXT_ONLY = Version(transformers.__version__) < Version("4.48")
 # carries no chat template; it renders the same string as the template.
 LLAVA_FORMAT = "USER: {images}{text} ASSISTANT:"
 
+# Vision towers that encode one fixed square view as a row-major patch grid, and the tokens
+# they put in front of it (CLIP: CLS; SigLIP: none). Others under the Llava class (Pixtral's
+# variable grid with row-break tokens) are refused rather than mapped onto a wrong grid.
+SQUARE_GRID_TOWERS = {"clip_vision_model": 1, "siglip_vision_model": 0}
+
 
 class LlavaAdapter(ModelAdapter):
     """LLaVA-1.5: 24 x 24 global-view map over the padded square, layers (14, 32)."""
@@ -45,10 +50,45 @@ class LlavaAdapter(ModelAdapter):
         self.grid_size = patch_grid_size(vision)
         self.image_size = vision.image_size
         self.image_token_id = int(getattr(config, "image_token_id", None) or config.image_token_index)
-        strategy = getattr(config, "vision_feature_select_strategy", "default")
-        # "full" keeps the CLS token in front of the patch tokens.
-        self.num_prefix_tokens = 1 if strategy == "full" else 0
+        self.num_prefix_tokens = self._prefix_tokens(model, processor)
         self.image_processor = processor.image_processor
+
+    @staticmethod
+    def _prefix_tokens(model, processor) -> int:
+        """Image tokens in front of the ``a x a`` patch grid, as the processor counts them:
+        ``num_additional_image_tokens`` (CLIP's CLS) unless ``vision_feature_select_strategy``
+        is ``"default"``, which drops the first one.
+
+        Raises:
+            ValueError: the checkpoint is not a single square grid (e.g. a Pixtral tower under
+                the Llava class), or processor and model disagree about the image tokens.
+        """
+        config = model.config
+        tower = config.vision_config.model_type
+        llava_processor = any(cls.__name__ == "LlavaProcessor" for cls in type(processor).__mro__)
+        if tower not in SQUARE_GRID_TOWERS or not llava_processor:
+            raise ValueError(
+                f"the LLaVA-1.5 adapter serves a {' or '.join(SQUARE_GRID_TOWERS)} tower with a LlavaProcessor "
+                f"(one square patch grid per image); this {type(model).__name__} has a {tower} tower and a "
+                f"{type(processor).__name__}, whose image tokens it cannot map to a grid")
+        strategy = getattr(config, "vision_feature_select_strategy", "default")
+        processor_strategy = getattr(processor, "vision_feature_select_strategy", None)
+        if processor_strategy is not None and processor_strategy != strategy:
+            raise ValueError(f"the processor selects vision features with {processor_strategy!r}, the model "
+                             f"with {strategy!r}: their image-token counts disagree")
+        patch_size = getattr(processor, "patch_size", None)
+        if patch_size is not None and patch_size != config.vision_config.patch_size:
+            raise ValueError(f"the processor's patch_size {patch_size} differs from the vision tower's "
+                             f"{config.vision_config.patch_size}")
+        additional = getattr(processor, "num_additional_image_tokens", None)
+        if additional is None:  # processors before the attribute existed: the tower's own
+            additional = SQUARE_GRID_TOWERS[tower]
+        prefix = additional - (1 if strategy == "default" else 0)
+        if prefix < 0:
+            raise ValueError(f"vision_feature_select_strategy 'default' drops the first image token, but the "
+                             f"processor counts {additional} tokens in front of the patch grid: the grid would "
+                             "lose a patch; use 'full'")
+        return prefix
 
     def generation_model(self, batch: Batch) -> nn.Module:
         """Text-only prompts (step I) go to the language model itself on transformers < 4.48,

@@ -55,6 +55,16 @@ class Barrier:
         if self._world_size > 1:
             dist.barrier(group=self._group)
 
+    def all_ok(self, ok: bool) -> bool:
+        """Whether every rank passed ``ok=True`` (a barrier that also carries one flag)."""
+        if self._world_size == 1:
+            return ok
+        import torch
+
+        flag = torch.tensor([int(ok)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self._group)
+        return bool(flag.item())
+
     def close(self) -> None:
         if self._owned and dist.is_initialized():
             dist.destroy_process_group()

@@ -68,17 +68,25 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Every metric of a run, from its rows.
 
     Rows need ``category``, ``correct``, ``correct_lenient``, ``error``; rows without an
-    error also ``forward_passes`` (phase -> count), ``seconds``; optionally ``groups``
-    (name -> value), ``gt_boxes`` + ``rois`` + ``method`` (ROI recall of ``"focus"`` rows)
-    and ``peak_gpu_memory_gb``.
+    error also ``forward_passes`` (phase -> count), ``seconds``; optionally
+    ``correct_lmms_eval``, ``fp_search_unshared`` (the passes of the search a row used, also
+    when another row of the same image and question spent them), ``groups`` (name -> value;
+    ``cycle`` for HR-Bench's ``cycle_category``), ``gt_boxes`` + ``rois`` + ``method`` (ROI
+    recall of ``"focus"`` rows) and ``peak_gpu_memory_gb``.
 
     Returns:
-        ``n``, ``accuracy``, ``accuracy_lenient`` (percent), ``per_category`` and
-        ``per_group`` (``{"n", "accuracy", "accuracy_lenient"}`` per category / group value),
-        ``errors`` (count) and ``error_ids``, ``fp_search_mean`` (relevance + verify),
-        ``fp_per_phase_mean``, ``fp_total_mean``, ``seconds_mean``, ``peak_gpu_memory_gb``
-        (max over rows, ``None`` off CUDA), ``roi_recall`` and ``top_roi_recall`` (percent of
-        GT boxes, ``None`` without GT boxes) with ``roi_recall_boxes``.
+        ``n``, ``accuracy``, ``accuracy_lenient``, ``accuracy_lmms_eval`` (percent; the strict
+        match, the first standalone letter, lmms-eval's extraction), ``per_category`` and
+        ``per_group`` (``n`` and the three accuracies per category / group value),
+        ``cycle_mean`` (rows with a ``cycle`` group: the accuracies and per-category accuracies
+        of each cycle, averaged over the cycles, as VLMEvalKit and lmms-eval score HR-Bench;
+        else ``None``), ``errors`` (count) and ``error_ids``, ``fp_search_mean`` (relevance +
+        verify passes spent per question), ``fp_search_unshared_mean`` (the passes of the
+        search each question used, the per-question figure of the paper; equal to
+        ``fp_search_mean`` unless questions shared a search), ``fp_per_phase_mean``,
+        ``fp_total_mean``, ``seconds_mean``, ``peak_gpu_memory_gb`` (max over rows, ``None``
+        off CUDA), ``roi_recall`` and ``top_roi_recall`` (percent of GT boxes, ``None``
+        without GT boxes) with ``roi_recall_boxes``.
     """
     rows = list(rows)
     answered = [r for r in rows if not r.get("error")]
@@ -105,9 +113,11 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             name: {value: {"n": len(group), **_accuracies(group)} for value, group in sorted(values.items())}
             for name, values in sorted(per_group.items())
         },
+        "cycle_mean": _cycle_mean(rows),
         "errors": len(rows) - len(answered),
         "error_ids": [r["id"] for r in rows if r.get("error")],
-        "fp_search_mean": _mean([sum(r["forward_passes"].get(p, 0) for p in SEARCH_PHASES) for r in answered]),
+        "fp_search_mean": _mean([_fp_search(r) for r in answered]),
+        "fp_search_unshared_mean": _mean([r.get("fp_search_unshared", _fp_search(r)) for r in answered]),
         "fp_per_phase_mean": fp_per_phase,
         "fp_total_mean": _mean([sum(r["forward_passes"].values()) for r in answered]),
         "seconds_mean": _mean([r["seconds"] for r in answered]),
@@ -118,11 +128,45 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _fp_search(row: Mapping[str, Any]) -> int:
+    return sum(row["forward_passes"].get(phase, 0) for phase in SEARCH_PHASES)
+
+
 def _accuracies(rows: list[Mapping[str, Any]]) -> dict[str, float | None]:
     return {
         "accuracy": _percent([bool(r.get("correct")) for r in rows]),
         "accuracy_lenient": _percent([bool(r.get("correct_lenient")) for r in rows]),
+        "accuracy_lmms_eval": _percent([bool(r.get("correct_lmms_eval")) for r in rows]),
     }
+
+
+def _cycle_mean(rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Accuracies per ``cycle`` group, then their mean over the cycles (per category: over the
+    cycles holding that category)."""
+    cycles: dict[str, list] = defaultdict(list)
+    for row in rows:
+        cycle = (row.get("groups") or {}).get("cycle")
+        if cycle is not None:
+            cycles[cycle].append(row)
+    if not cycles:
+        return None
+    overall = [_accuracies(group) for group in cycles.values()]
+    per_category: dict[str, list] = defaultdict(list)
+    for group in cycles.values():
+        by_category: dict[str, list] = defaultdict(list)
+        for row in group:
+            by_category[row["category"]].append(row)
+        for name, members in by_category.items():
+            per_category[name].append(_accuracies(members))
+    return {
+        "n_cycles": len(cycles),
+        **_mean_of(overall),
+        "per_category": {name: _mean_of(values) for name, values in sorted(per_category.items())},
+    }
+
+
+def _mean_of(accuracies: list[dict[str, float | None]]) -> dict[str, float | None]:
+    return {key: _mean([a[key] for a in accuracies if a[key] is not None]) for key in accuracies[0]}
 
 
 def _percent(flags: list[bool]) -> float | None:

@@ -7,16 +7,62 @@ stays valid JSON lines. Any other malformed line is an error (it means the file 
 
 Under ``torchrun`` each rank appends to its own shard file ``RESULTS.jsonl.rank{R}``; rank 0
 merges the shards into ``RESULTS.jsonl`` (:func:`merge_shards`).
+
+One run at a time writes a results file: :func:`exclusive` holds a lock on ``RESULTS.jsonl.lock``
+(left beside it) for the whole run, so a second run on the same file fails at once instead of
+answering every question a second time.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
+
+
+class ResultsLockedError(ValueError):
+    """Another process is writing the same results file."""
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file of results file ``out``."""
+    return out.with_name(f"{out.name}.lock")
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold the lock of results file ``out`` (``fcntl.flock`` on ``OUT.lock``) until the block
+    ends; the lock goes with the process, also on ``kill -9``.
+
+    Raises:
+        ResultsLockedError: at once, if another process holds it.
+    """
+    import fcntl
+
+    path = lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ResultsLockedError(
+            f"{out} is being written by another focus eval ({holder}); wait for it to finish or use another --out"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def shard_path(out: Path, rank: int) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import sys
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ class TsvTable:
         rows: one ``dict`` per data row with every column; a lazy column's value is kept only
             when it is at most ``INLINE_CHARS`` long (HR-Bench's references to the image of an
             earlier row) and is ``None`` otherwise (on disk, see :meth:`lazy_field`).
+        digests: ``(row, column)`` -> SHA-1 hex digest of each lazy value left on disk, so that
+            equal images can be recognised without keeping them.
     """
 
     INLINE_CHARS = 64
@@ -48,6 +51,7 @@ class TsvTable:
         self.path = Path(path)
         self._offsets: list[int] = []
         self.rows: list[dict[str, str]] = []
+        self.digests: dict[tuple[int, str], str] = {}
         with open(self.path, "rb") as handle, _large_fields():
             lines = _LineReader(handle)
             reader = csv.reader(lines, delimiter="\t")
@@ -74,6 +78,7 @@ class TsvTable:
                 row = dict(zip(self.header, fields))
                 for name in self._lazy:
                     if len(row[name]) > self.INLINE_CHARS:
+                        self.digests[(len(self.rows), name)] = hashlib.sha1(row[name].encode()).hexdigest()
                         row[name] = None
                 self.rows.append(row)
 
