@@ -76,6 +76,8 @@ class FocusResult:
             found, or the vanilla method: the whole image was used).
         final_view: how the final input was built ("image", "crop", "union", "canvas", ...).
         final_boxes: original-image pixel boxes shown in the final input.
+        notes: what was done to the input to make the model accept it (e.g. an extreme aspect
+            ratio padded), empty when nothing was.
     """
 
     answer: str
@@ -90,6 +92,7 @@ class FocusResult:
     target_source: str = "none"
     final_view: str = "image"
     final_boxes: list[Box] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +106,7 @@ class _Job:
     result: FocusResult
     verified: list[int] = field(default_factory=list)  # per target: ROIs verified so far
     image: Image.Image | None = None
+    padded_from: tuple[int, int] | None = None  # (w, h) of the image before aspect-ratio padding
 
 
 class FocusWrapper:
@@ -184,7 +188,11 @@ class FocusWrapper:
         with torch.inference_mode():
             for group in groups:
                 for job in group:  # decoded per group, so memory follows batch_size
-                    job.image = load_rgb(job.source)
+                    image = load_rgb(job.source)
+                    job.image, note = self.adapter.fit_aspect_ratio(image)
+                    if note:
+                        job.result.notes.append(note)
+                        job.padded_from = image.size
                 if method == "focus":
                     self._find_targets(group)
                     searching = [job for job in group if job.result.targets]
@@ -193,6 +201,8 @@ class FocusWrapper:
                         self._verify(searching)
                 self._final_answer(group)
                 for job in group:
+                    if job.padded_from is not None:
+                        _clip_to_image(job.result, *job.padded_from)
                     job.image = None
         return [job.result for job in jobs]
 
@@ -392,3 +402,18 @@ class FocusWrapper:
         self._account("answer", group, start)
         for job, text in zip(group, answers):
             job.result.answer = text
+
+
+def _clip_to_image(result: FocusResult, width: int, height: int) -> None:
+    """Clip the result's boxes to the original image (ROIs may reach into the padding added by
+    :meth:`ModelAdapter.fit_aspect_ratio`)."""
+
+    def clip(box: Box) -> Box:
+        x1, y1, x2, y2 = box
+        return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
+                min(max(y2, 0.0), height))
+
+    for rois in result.rois:
+        for roi in rois:
+            roi.box = clip(roi.box)
+    result.final_boxes = [clip(box) for box in result.final_boxes]

@@ -23,6 +23,7 @@ import ast
 import json
 import random
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 from PIL import Image
 
 from focus_modules.config import DATASETS
-from focus_modules.eval.images import ImageDecodeError, decode_image_bytes, load_image_file
+from focus_modules.eval.images import ImageDecodeError, decode_image_bytes, load_image_file, read_image_size
 from focus_modules.eval.tsv import TsvTable
 
 OPTION_LETTERS = "ABCDEFGH"
@@ -65,7 +66,9 @@ class Question:
             name; HR-Bench: ``FSP``/``FCP``; MME: ``Subset/Domain/task``).
         groups: further groupings reported as averages, e.g. MME's
             ``{"subset": "Perception", "domain": "Perception/AD"}``.
-        gt_boxes: ground-truth boxes ``(x1, y1, x2, y2)`` in pixels (V*Bench only).
+        gt_boxes: ground-truth boxes ``(x1, y1, x2, y2)`` in pixels of the stored image
+            (V*Bench only), clipped to the image.
+        gt_boxes_clipped: how many of them reached outside the image in the dataset's file.
         image_source: where the image comes from, for messages.
     """
 
@@ -79,6 +82,7 @@ class Question:
     loader: Callable[[], Image.Image] = field(repr=False, compare=False)
     groups: Mapping[str, str] = field(default_factory=dict)
     gt_boxes: tuple[tuple[float, float, float, float], ...] = ()
+    gt_boxes_clipped: int = 0
 
     @property
     def letters(self) -> str:
@@ -137,6 +141,7 @@ def read_vstar(root: str | Path, seed: int = 0) -> list[Question]:
     if not folders:
         raise FileNotFoundError(f"no V*Bench questions under {root}: {layout}")
     questions = []
+    clipped_total, clipped_files = 0, []
     for folder in folders:
         for meta_path in sorted(folder.glob("*.json"), key=lambda p: _natural_key(p.stem)):
             qid = f"{folder.name}/{meta_path.stem}"
@@ -152,6 +157,13 @@ def read_vstar(root: str | Path, seed: int = 0) -> list[Question]:
             random.Random(f"{seed}:{qid}").shuffle(order)
             image_path = next((p for p in (meta_path.with_suffix(s) for s in IMAGE_SUFFIXES) if p.exists()),
                               meta_path.with_suffix(".jpg"))
+            boxes = [_xywh_to_xyxy(box, meta_path) for box in meta.get("bbox", [])]
+            size = read_image_size(image_path) if image_path.exists() else None
+            inside = [_clip_box(box, size) for box in boxes] if size else boxes
+            clipped = sum(a != b for a, b in zip(boxes, inside))
+            if clipped:
+                clipped_total += clipped
+                clipped_files.append(meta_path.name)
             questions.append(Question(
                 id=qid,
                 index=len(questions),
@@ -161,16 +173,27 @@ def read_vstar(root: str | Path, seed: int = 0) -> list[Question]:
                 category=VSTAR_CATEGORIES.get(folder.name, folder.name),
                 image_source=str(image_path),
                 loader=_file_loader(image_path),
-                gt_boxes=tuple(_xywh_to_xyxy(box, meta_path) for box in meta.get("bbox", [])),
+                gt_boxes=tuple(inside),
+                gt_boxes_clipped=clipped,
             ))
+    if clipped_total:
+        warnings.warn(f"{clipped_total} V*Bench GT boxes reach outside their image and were clipped to it "
+                      f"({', '.join(clipped_files[:5])}{', ...' if len(clipped_files) > 5 else ''}); the summary "
+                      "counts them as gt_boxes_clipped", stacklevel=2)
     return questions
+
+
+def _clip_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    width, height = size
+    x1, y1, x2, y2 = box
+    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
 
 
 def _file_loader(path: Path) -> Callable[[], Image.Image]:
     def load() -> Image.Image:
         if not path.exists():
             raise ImageDecodeError(f"{path}: image file missing (expected beside {path.with_suffix('.json').name})")
-        return load_image_file(path)
+        return load_image_file(path, upright=False)
 
     return load
 
@@ -211,6 +234,8 @@ def read_hrbench(path: str | Path) -> list[Question]:
     missing = {"index", "question", "answer", "category", "A", "B", "image"} - set(table.header)
     if missing:
         raise ValueError(f"{tsv} lacks columns {sorted(missing)}; {layout}")
+    if not table.rows:
+        raise ValueError(f"{tsv} holds a header but no questions; {layout}")
     letter_columns = [c for c in OPTION_LETTERS if c in table.header]
     row_of_index = {row["index"]: i for i, row in enumerate(table.rows)}
 
@@ -225,7 +250,7 @@ def read_hrbench(path: str | Path) -> list[Question]:
                                            "the index of a row that holds an image")
                 source = f"{source} (image of index {value.strip()})"
                 value = table.lazy_field(target, "image")
-            return decode_image_bytes(value, source)
+            return decode_image_bytes(value, source, upright=False)
 
         return load
 
@@ -347,7 +372,7 @@ def _text_records(file: Path) -> tuple[list[dict], list[Callable[[], Image.Image
         column = _image_column(table.header, file)
         def loader(row: int) -> Callable[[], Image.Image]:
             source = f"{file.name} index {table.rows[row]['index']}"
-            return lambda: decode_image_bytes(table.lazy_field(row, column), source)
+            return lambda: decode_image_bytes(table.lazy_field(row, column), source, upright=False)
 
         loaders = [loader(r) for r in range(len(table.rows))]
         return table.rows, loaders
@@ -359,6 +384,8 @@ def _text_records(file: Path) -> tuple[list[dict], list[Callable[[], Image.Image
         raise ValueError(f"unsupported MME-RealWorld-Lite file {file}; {MME_LAYOUT}")
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{file} must hold a list of question objects; {MME_LAYOUT}")
+    if not records:
+        return [], []  # "no questions found", below
     column = _image_column(list(records[0]) if records else [], file)
     loaders = [
         (lambda rec=rec: _decode_cell(rec.get(column), f"{file.name} index {rec.get('index')}"))
@@ -413,7 +440,7 @@ def _decode_cell(value: Any, source: str) -> Image.Image:
         value = value.get("bytes")
     if not isinstance(value, (str, bytes)) or not value:
         raise ImageDecodeError(f"{source}: no image data (got {type(value).__name__})")
-    return decode_image_bytes(value, source)
+    return decode_image_bytes(value, source, upright=False)
 
 
 # ------------------------------------------------------------------------------------ shared

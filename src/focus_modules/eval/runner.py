@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -167,6 +168,9 @@ def _answered(out: Path, rid: str) -> dict[str, dict[str, Any]]:
 
 def _answer_batch(batch: list[Question], answerer: Answerer, method: str, rid: str,
                   prompt_of: Callable[[str, list[str]], str]) -> list[dict[str, Any]]:
+    """One row per question of ``batch``. A question whose image cannot be decoded, or whose
+    answer fails (an error of the model or its processor on that input), gets an error row;
+    the others are answered as usual."""
     base = {q.id: _base_row(q, method, rid, prompt_of) for q in batch}
     rows: dict[str, dict[str, Any]] = {}
     images, ready = [], []
@@ -177,16 +181,37 @@ def _answer_batch(batch: list[Question], answerer: Answerer, method: str, rid: s
         except ImageDecodeError as err:
             rows[question.id] = _error_row(base[question.id], str(err))
     if ready:
-        start = time.perf_counter()
-        results = answerer.answer(images, [q.question for q in ready], options=[list(q.options) for q in ready],
-                                  method=method, batch_size=len(ready))
-        seconds = (time.perf_counter() - start) / len(ready)
-        if len(results) != len(ready):
-            raise RuntimeError(f"the answerer returned {len(results)} results for {len(ready)} questions")
-        peak = _peak_gpu_memory_gb()
-        for question, result in zip(ready, results):
-            rows[question.id] = _result_row(base[question.id], question, result, seconds, peak)
+        peak = None
+        for question, outcome, seconds in _answer_each(ready, images, answerer, method):
+            if isinstance(outcome, Exception):
+                reason = f"{type(outcome).__name__}: {outcome}"
+                tqdm.write(f"question {question.id}: {reason}", file=sys.stderr)
+                rows[question.id] = _error_row(base[question.id], reason)
+            else:
+                peak = _peak_gpu_memory_gb() if peak is None else peak
+                rows[question.id] = _result_row(base[question.id], question, outcome, seconds, peak)
     return [rows[q.id] for q in batch]
+
+
+def _answer_each(questions: list[Question], images: list, answerer: Answerer,
+                 method: str) -> list[tuple[Question, Any, float | None]]:
+    """``(question, result or exception, seconds)`` per question: the whole group in one call,
+    and, if that call fails, each question alone, so that one failing question costs only
+    its own row."""
+    try:
+        start = time.perf_counter()
+        results = answerer.answer(images, [q.question for q in questions],
+                                  options=[list(q.options) for q in questions], method=method,
+                                  batch_size=len(questions))
+        if len(results) != len(questions):
+            raise RuntimeError(f"the answerer returned {len(results)} results for {len(questions)} questions")
+        seconds = (time.perf_counter() - start) / len(questions)
+        return [(question, result, seconds) for question, result in zip(questions, results)]
+    except Exception as err:  # noqa: BLE001 -- recorded in the question's row, never dropped
+        if len(questions) == 1:
+            return [(questions[0], err, None)]
+    return [item for question, image in zip(questions, images)
+            for item in _answer_each([question], [image], answerer, method)]
 
 
 def _base_row(question: Question, method: str, rid: str,
@@ -203,6 +228,7 @@ def _base_row(question: Question, method: str, rid: str,
         "method": method,
         "run_id": rid,
         "gt_boxes": [list(box) for box in question.gt_boxes],
+        "gt_boxes_clipped": question.gt_boxes_clipped,
     }
 
 
@@ -220,6 +246,7 @@ def _error_row(base: dict[str, Any], reason: str) -> dict[str, Any]:
         "seconds": None,
         "timings": {},
         "peak_gpu_memory_gb": None,
+        "notes": [],
         "error": reason,
     }
 
@@ -241,6 +268,7 @@ def _result_row(base: dict[str, Any], question: Question, result: Any, seconds: 
         "seconds": seconds,
         "timings": {str(phase): float(s) for phase, s in dict(result.timings).items()},
         "peak_gpu_memory_gb": peak,
+        "notes": [str(note) for note in getattr(result, "notes", [])],
         "error": None,
     }
 
