@@ -115,8 +115,9 @@ class FocusWrapper:
     Args:
         model: e.g. ``LlavaForConditionalGeneration`` (any class with a registered adapter).
         processor: the model's processor.
-        config: hyper-parameters; ``None`` takes the adapter's Table 7 preset
-            (``FocusConfig.preset(family)``).
+        config: hyper-parameters; ``None`` takes :meth:`ModelAdapter.default_config`: the
+            family's Table 7 preset fitted to the model's depth, with the settings of the model
+            folder's ``focus_config.json`` when it was loaded from one.
         adapter: a :class:`ModelAdapter` instance to use instead of the registry's choice.
         max_new_tokens: generation budget of the final answer.
         target_max_new_tokens: generation budget of step I.
