@@ -84,7 +84,7 @@ CLI_ERRORS = [
     ("empty question", lambda f: ask(f["image"], "   "), "the question is empty"),
     ("empty option", lambda f: ask(f["image"], "Which?", "--option", "red", "--option", ""), "--option must not be empty"),
     ("negative --n-steps", lambda f: ask(f["image"], "Which?", "--n-steps", "-1"), "must be >= 0"),
-    ("--n-steps not a number", lambda f: ask(f["image"], "Which?", "--n-steps", "many"), "invalid _non_negative_int"),
+    ("--n-steps not a number", lambda f: ask(f["image"], "Which?", "--n-steps", "many"), "expected an integer, got 'many'"),
     ("--set without =", lambda f: ask(f["image"], "Which?", "--set", "k"), "FIELD=VALUE"),
     ("--set unknown field", lambda f: ask(f["image"], "Which?", "--set", "kk=3"), "no field 'kk'"),
     ("--set wrong type", lambda f: ask(f["image"], "Which?", "--set", "k=x"), "k expects int"),
