@@ -48,5 +48,5 @@ def test_unknown_family_dataset_and_field_raise():
 def test_layer_range_outside_model_is_an_error():
     cfg = FocusConfig.preset("llava-1.5")
     cfg.check_layers(32)
-    with pytest.raises(ValueError, match="has 4 layers"):
+    with pytest.raises(ValueError, match="has 4 layers.*--set layers=2,4"):
         cfg.check_layers(4)

@@ -106,7 +106,9 @@ def test_relevance_map_shape_follows_the_family(wrapper, batched):
     for image, result in zip(make_images(), batched):
         if not result.targets:
             continue
-        enc = adapter.encode_existence(image.convert("RGB"), result.targets[0])
+        seen, note = adapter.fit_aspect_ratio(image.convert("RGB"))  # the image as the model was shown it
+        assert bool(note) == bool(result.notes)
+        enc = adapter.encode_existence(seen, result.targets[0])
         assert tuple(result.relevance_maps[0].shape) == enc.grid_hw
 
 

@@ -197,9 +197,10 @@ def test_input_errors(wrapper, tiny_llava):
         with pytest.raises(ValueError, match=match):
             wrapper.answer(**kwargs)
     model, processor = tiny_llava
-    with pytest.raises(ValueError, match=r"layers=\(14, 32\).*4 layers"):
-        FocusWrapper(model, processor)  # the LLaVA-1.5 preset reads layers 14..31
-    with pytest.raises(ValueError, match=r"no FOCUS adapter for Linear; supported model classes: .*llava-1.5"):
+    with pytest.raises(ValueError, match=r"layers=\(14, 32\).*4 layers.*--set layers=2,4"):
+        FocusWrapper(model, processor, FocusConfig.preset("llava-1.5"))  # reads layers 14..31
+    assert FocusWrapper(model, processor).config.layers == (2, 4)  # the preset scaled to 4 layers
+    with pytest.raises(ValueError, match=r"no FOCUS adapter for Linear; supported model families: .*llava-1.5 \(LlavaForConditionalGeneration\)"):
         FocusWrapper(nn.Linear(2, 2), processor)
 
 

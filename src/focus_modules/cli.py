@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from focus_modules.config import ANSWER_SCHEMES, DATASETS, PROTOCOLS, FocusConfig
+from focus_modules.config import ANSWER_SCHEMES, DATASETS, PROTOCOLS, FocusConfig, read_model_settings
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
@@ -91,19 +91,75 @@ def _type_name(hint: Any) -> str:
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``cuda`` when available else ``cpu``; under torchrun, ``cuda`` means this
-    rank's GPU (``cuda:LOCAL_RANK``)."""
+    """The device the model goes to, as ``"cpu"`` or ``"cuda:N"``; a CUDA device is made current.
+
+    ``"auto"`` is CUDA when available, else the CPU. ``"cuda"`` without an index is this
+    process's GPU: ``cuda:LOCAL_RANK`` under torchrun, else the current CUDA device.
+
+    Raises:
+        ValueError: ``device`` names no device, CUDA is not available, or there is no GPU with
+            that index.
+    """
     import torch
 
     from focus_modules.eval.distributed import local_rank, rank_and_world
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and rank_and_world()[1] > 1:
-        device = f"cuda:{local_rank()}"
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-    return device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return "cpu"
+    if parsed.type != "cuda":
+        raise ValueError(f"--device {device!r}: only cpu and cuda devices are supported")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); "
+                         "use --device cpu")
+    index = parsed.index
+    if index is None:
+        index = local_rank() if rank_and_world()[1] > 1 else torch.cuda.current_device()
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    torch.cuda.set_device(index)
+    return f"cuda:{index}"
+
+
+def checkpoint_adapter(model_id: str):
+    """The adapter class that will serve the checkpoint ``model_id``, read from its
+    ``config.json`` alone (no weights), and the checkpoint's config.
+
+    Raises:
+        FileNotFoundError: ``model_id`` is a local path that does not exist or holds no
+            ``config.json``.
+        ValueError: the checkpoint's model class has no FOCUS adapter.
+        OSError: a hub id that cannot be fetched.
+    """
+    import transformers
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    from focus_modules.adapters import adapter_class_for, unsupported_model_message
+
+    path = Path(model_id).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"--model {model_id}: {path} holds no config.json; expected a model folder "
+                                    "written by save_pretrained, or a hub id")
+    elif model_id.startswith((".", "/", "~")) or str(path.parent) not in (".", "") and path.parent.exists():
+        raise FileNotFoundError(f"--model {model_id}: no such folder")
+    config = AutoConfig.from_pretrained(model_id)
+    names = list(getattr(config, "architectures", None) or [])
+    if not names and config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        names = [MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[config.model_type]]
+    for name in names:
+        model_class = getattr(transformers, name, None)
+        adapter_cls = adapter_class_for(model_class if isinstance(model_class, type) else name)
+        if adapter_cls is not None:
+            return adapter_cls, config
+    raise ValueError(unsupported_model_message(names[0] if names else f"model type {config.model_type!r}"))
 
 
 def load_model(model_id: str, dtype: str = "auto", device: str = "auto", attn_implementation: str = "sdpa"):
@@ -139,14 +195,29 @@ def load_model(model_id: str, dtype: str = "auto", device: str = "auto", attn_im
 
 
 def build_answerer(model_id: str, dtype: str, device: str, attn_implementation: str, dataset: str | None,
-                   n_steps: int, overrides: dict[str, Any]):
-    """Load the model and wrap it: returns ``(FocusWrapper, FocusConfig)``."""
+                   n_steps: int | None, overrides: dict[str, Any]):
+    """Check the settings, then load the model and wrap it: returns ``(FocusWrapper, FocusConfig)``.
+
+    The configuration is the family's Table 7 preset fitted to the model's depth, then the
+    model folder's ``focus_config.json`` (if any), then ``n_steps`` (``None``: the file's, else
+    8) and ``overrides``. Everything that can be checked without the weights (device, model
+    family, settings) is checked before they are loaded.
+    """
     from focus_modules.adapters import adapter_for
     from focus_modules.wrapper import FocusWrapper
 
+    device = resolve_device(device)
+    adapter_cls, checkpoint_config = checkpoint_adapter(model_id)
+    explicit = {**overrides, **({} if n_steps is None else {"n_steps": n_steps})}
+    settings = {**read_model_settings(model_id), **explicit}
+    draft = dataclasses.replace(
+        FocusConfig.preset(adapter_cls.family, dataset=dataset, n_steps=settings.get("n_steps", 8)), **settings)
+    depth = getattr(checkpoint_config.get_text_config(), "num_hidden_layers", None)
+    if "layers" in settings and depth is not None:
+        draft.check_layers(depth)
     model, processor = load_model(model_id, dtype, device, attn_implementation)
     adapter = adapter_for(model, processor)
-    # The adapter's default is the family's Table 7 preset, its layer range fitted to the model.
+    # The folder's own settings come with the adapter's default (the model was loaded from it).
     config = dataclasses.replace(adapter.default_config(dataset=dataset, n_steps=n_steps), **overrides)
     return FocusWrapper(model, processor, config, adapter=adapter), config
 
@@ -154,10 +225,28 @@ def build_answerer(model_id: str, dtype: str, device: str, attn_implementation: 
 # --------------------------------------------------------------------------------- commands
 
 
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_non_negative_int = _int_at_least(0)
+_positive_int = _int_at_least(1)
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="local model folder or hub id")
     parser.add_argument("--method", choices=METHODS, default="focus", help="FOCUS or the plain model (default focus)")
-    parser.add_argument("--n-steps", type=int, default=8, help="ROIs verified per target (Table 7; default 8)")
+    parser.add_argument("--n-steps", type=_non_negative_int, default=None,
+                        help="ROIs verified per target (Table 7; default: the model folder's focus_config.json, else 8)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a FocusConfig field, e.g. --set layers=2,6 --set k=15 (repeatable)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
@@ -184,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(ev)
     ev.add_argument("--dataset", choices=DATASETS, required=True)
     ev.add_argument("--data", type=Path, required=True, help="benchmark folder or file (layouts: README)")
-    ev.add_argument("--limit", type=int, help="only the first N questions")
+    ev.add_argument("--limit", type=_positive_int, help="only the first N questions")
     ev.add_argument("--protocol", choices=PROTOCOLS, default="paper",
                     help="prompt and option order: the paper's (A.2: the model's own option lines, strict letter "
                          "match; default) or lmms-eval's per-dataset prompt; both extractions are always reported")
@@ -197,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="delete --out (and its summary) first and answer every question again, instead of resuming")
     ev.add_argument("--summary", type=Path, metavar="SUMMARY.json",
                     help="metrics + config (default: RESULTS.summary.json beside --out)")
-    ev.add_argument("--batch-size", type=int, default=1, help="questions per model call (default 1)")
+    ev.add_argument("--batch-size", type=_positive_int, default=1, help="questions per model call (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of V*Bench's option order (default 0)")
     ev.add_argument("--categories", type=_categories, metavar="all|FOLDER[,FOLDER...]",
                     help="V*Bench folders to read (default direct_attributes,relative_position: the "
@@ -217,11 +306,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from focus_modules.eval.images import load_image_file
     from focus_modules.eval.runner import config_dict
 
+    if not args.question.strip():
+        raise ValueError("the question is empty")
+    if args.options is not None and not all(option.strip() for option in args.options):
+        raise ValueError(f"--option must not be empty, got {args.options}")
+    overrides = parse_overrides(args.overrides)
     image = load_image_file(args.image)
     answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, None,
-                                      args.n_steps, parse_overrides(args.overrides))
+                                      args.n_steps, overrides)
     options = [args.options] if args.options else None
     (result,) = answerer.answer([image], [args.question], options=options, method=args.method)
+    for note in getattr(result, "notes", []):
+        print(f"focus ask: note: {note}", file=sys.stderr)
     if args.viz:
         from focus_modules.eval.viz import render_result
 
@@ -237,6 +333,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
                      for rois in result.rois],
             "forward_passes": dict(result.forward_passes),
             "timings": dict(result.timings),
+            "notes": list(getattr(result, "notes", [])),
             "config": config_dict(config),
         }, indent=2))
     else:
@@ -257,12 +354,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from focus_modules.eval.identity import file_fingerprint, model_fingerprint
     from focus_modules.eval.runner import run_eval
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.answer_scheme == "logits" and args.protocol != "paper":
         raise ValueError("--answer-scheme logits is the paper's scheme (C.5): use it with --protocol paper")
-    questions = load_dataset(args.dataset, args.data, seed=args.seed, categories=args.categories)[: args.limit]
     overrides = parse_overrides(args.overrides)
+    questions = load_dataset(args.dataset, args.data, seed=args.seed, categories=args.categories)[: args.limit]
     answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, args.dataset,
                                       args.n_steps, overrides)
     # what determines the answers (a rerun that differs is refused) vs. facts of this run only
@@ -273,7 +368,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     info = {"data_path": str(args.data), "device": args.device, "attn_implementation": args.attn_implementation,
             "categories": args.categories, "limit": args.limit}
     summary = run_eval(questions, answerer, args.out, dataset=args.dataset, method=args.method, config=config,
-                       protocol=args.protocol, answer_scheme=args.answer_scheme, batch_size=args.batch_size, summary=args.summary, info=info, identity=identity,
+                       protocol=args.protocol, answer_scheme=args.answer_scheme, batch_size=args.batch_size,
+                       summary=args.summary, info=info, identity=identity,
                        overwrite=args.overwrite, progress=args.progress, prompt_of=answerer.adapter.answer_prompt)
     if summary is not None:
         print(format_summary(summary))
@@ -316,8 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"focus {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, ImportError) as err:
+        # One line: hub and loader errors can span several (the first says what went wrong).
+        message = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        print(f"focus {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

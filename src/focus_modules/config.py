@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import typing
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 FAMILIES = ("llava-1.5", "llava-onevision", "qwen2.5-vl", "qwen3-vl", "internvl", "gemma3")
 DATASETS = ("vstar", "hrbench", "mme-rw-lite")
@@ -17,6 +21,9 @@ GLOBAL_VIEW_FAMILIES = ("llava-1.5", "gemma3")
 ANSWER_SCHEMES = ("generate", "logits")
 # Prompt and option order of `focus eval`: the paper's (A.2) or lmms-eval's (focus_modules.eval.protocols).
 PROTOCOLS = ("paper", "lmms-eval")
+# A model folder may carry its recommended FOCUS settings beside config.json: a JSON object of
+# FocusConfig fields, e.g. {"layers": [3, 6]} (see read_model_settings).
+SETTINGS_FILE = "focus_config.json"
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,38 @@ class FocusConfig:
         if end > num_layers:
             raise ValueError(
                 f"layers={self.layers} reads decoder layers {start}..{end - 1}, but the model has "
-                f"{num_layers} layers (0..{num_layers - 1}); pass e.g. "
-                f"dataclasses.replace(config, layers=({num_layers // 2}, {num_layers}))"
+                f"{num_layers} layers (0..{num_layers - 1}); choose layers inside it, e.g. "
+                f"--set layers={num_layers // 2},{num_layers} on the command line, or "
+                f"dataclasses.replace(config, layers=({num_layers // 2}, {num_layers})) in Python"
             )
+
+
+def read_model_settings(model_dir: str | Path) -> dict[str, Any]:
+    """The FOCUS settings a model folder recommends (its ``focus_config.json``), as typed
+    FocusConfig field values; ``{}`` when ``model_dir`` is not a folder or has no such file.
+
+    The file is a JSON object of FocusConfig fields, e.g. ``{"layers": [3, 6]}`` for a model
+    whose depth the presets do not fit; explicit settings (``--set``, ``--n-steps``) override it.
+
+    Raises:
+        ValueError: the file is not a JSON object of known fields with valid values.
+    """
+    path = Path(model_dir) / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of FocusConfig fields, got {type(data).__name__}")
+    hints = typing.get_type_hints(FocusConfig)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ValueError(f"{path}: FocusConfig has no fields {unknown}; fields: {', '.join(hints)}")
+    settings = {name: tuple(value) if isinstance(value, list) else value for name, value in data.items()}
+    try:
+        FocusConfig(**settings)  # the values against FocusConfig's rules, defaults for the rest
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+    return settings

@@ -84,6 +84,8 @@ class FocusResult:
         search_reused_from: index (in the ``answer`` call) of the question whose search
             (steps I-V) this one reused, its targets/relevance/verify passes being 0 here;
             ``None`` when it ran its own.
+        notes: what was done to the input to make the model accept it (e.g. an extreme aspect
+            ratio padded), empty when nothing was.
     """
 
     answer: str
@@ -100,6 +102,7 @@ class FocusResult:
     final_boxes: list[Box] = field(default_factory=list)
     option_scores: list[float] | None = None
     search_reused_from: int | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -116,6 +119,7 @@ class _Job:
     search_key: object = None
     verified: list[int] = field(default_factory=list)  # per target: ROIs verified so far
     image: Image.Image | None = None
+    padded_from: tuple[int, int] | None = None  # (w, h) of the image before aspect-ratio padding
 
 
 class FocusWrapper:
@@ -124,8 +128,9 @@ class FocusWrapper:
     Args:
         model: e.g. ``LlavaForConditionalGeneration`` (any class with a registered adapter).
         processor: the model's processor.
-        config: hyper-parameters; ``None`` takes the adapter's Table 7 preset
-            (``FocusConfig.preset(family)``).
+        config: hyper-parameters; ``None`` takes :meth:`ModelAdapter.default_config`: the
+            family's Table 7 preset fitted to the model's depth, with the settings of the model
+            folder's ``focus_config.json`` when it was loaded from one.
         adapter: a :class:`ModelAdapter` instance to use instead of the registry's choice.
         max_new_tokens: generation budget of the final answer.
         target_max_new_tokens: generation budget of step I.
@@ -210,7 +215,11 @@ class FocusWrapper:
         with torch.inference_mode():
             for group in groups:
                 for job in group:  # decoded per group, so memory follows batch_size
-                    job.image = load_rgb(job.source)
+                    image = load_rgb(job.source)
+                    job.image, note = self.adapter.fit_aspect_ratio(image)
+                    if note:
+                        job.result.notes.append(note)
+                        job.padded_from = image.size
                 if method == "focus":
                     leaders, followers = self._search_leaders(group)
                     self._find_targets(leaders)
@@ -222,6 +231,8 @@ class FocusWrapper:
                         self._reuse_search(job, leader)
                 self._final_answer(group, answer_scheme)
                 for job in group:
+                    if job.padded_from is not None:
+                        _clip_to_image(job.result, *job.padded_from)
                     job.image = None
         return [job.result for job in jobs]
 
@@ -508,3 +519,18 @@ class FocusWrapper:
             mine = [score for owner, score in zip(owners, scores) if owner is job]
             job.result.option_scores = mine
             job.result.answer = OPTION_LETTERS[max(range(len(mine)), key=mine.__getitem__)]
+
+
+def _clip_to_image(result: FocusResult, width: int, height: int) -> None:
+    """Clip the result's boxes to the original image (ROIs may reach into the padding added by
+    :meth:`ModelAdapter.fit_aspect_ratio`)."""
+
+    def clip(box: Box) -> Box:
+        x1, y1, x2, y2 = box
+        return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
+                min(max(y2, 0.0), height))
+
+    for rois in result.rois:
+        for roi in rois:
+            roi.box = clip(roi.box)
+    result.final_boxes = [clip(box) for box in result.final_boxes]

@@ -43,18 +43,31 @@ def supported_models() -> dict[str, str]:
     return {name: cls.family for name, cls in sorted(_REGISTRY.items())}
 
 
+def adapter_class_for(model_class: type | str) -> type[ModelAdapter] | None:
+    """The adapter class registered for ``model_class`` (a class, matched along its MRO, or a
+    class name, e.g. from a ``config.json``'s ``architectures``); ``None`` if there is none."""
+    names = [model_class] if isinstance(model_class, str) else [cls.__name__ for cls in model_class.__mro__]
+    return next((_REGISTRY[name] for name in names if name in _REGISTRY), None)
+
+
+def unsupported_model_message(model_class: str) -> str:
+    """One line saying that ``model_class`` has no adapter and which families do."""
+    families: dict[str, list[str]] = {}
+    for name, family in supported_models().items():
+        families.setdefault(family, []).append(name)
+    supported = "; ".join(f"{family} ({', '.join(names)})" for family, names in families.items())
+    return (f"no FOCUS adapter for {model_class}; supported model families: {supported}. "
+            "Register one with focus_modules.adapters.register_adapter(model_class, AdapterClass).")
+
+
 def adapter_for(model: nn.Module, processor, **options) -> ModelAdapter:
     """The registered adapter for ``model``'s class (or its nearest registered base class),
     built with ``options`` (the adapter's own keyword arguments, e.g. Qwen2.5-VL's
     ``max_pixels``)."""
-    for cls in type(model).__mro__:
-        if cls.__name__ in _REGISTRY:
-            return _REGISTRY[cls.__name__](model, processor, **options)
-    supported = ", ".join(f"{name} ({family})" for name, family in supported_models().items())
-    raise ValueError(
-        f"no FOCUS adapter for {type(model).__name__}; supported model classes: {supported}. "
-        "Register one with focus_modules.adapters.register_adapter(model_class, AdapterClass)."
-    )
+    adapter_cls = adapter_class_for(type(model))
+    if adapter_cls is None:
+        raise ValueError(unsupported_model_message(type(model).__name__))
+    return adapter_cls(model, processor, **options)
 
 
 for _cls in (LlavaAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, InternVLAdapter,
@@ -64,4 +77,5 @@ for _cls in (LlavaAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter, Qwen3VLAdap
 
 __all__ = ["Batch", "Encoding", "FinalView", "Gemma3Adapter", "InternVLAdapter", "LlavaAdapter",
            "LlavaOnevisionAdapter", "ModelAdapter", "MultiImageAdapter", "Qwen2_5_VLAdapter", "Qwen3VLAdapter",
-           "Selection", "adapter_for", "register_adapter", "supported_models"]
+           "Selection", "adapter_class_for", "adapter_for", "register_adapter", "supported_models",
+           "unsupported_model_message"]

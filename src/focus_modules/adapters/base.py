@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -21,7 +23,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from focus_modules import targets as target_text
-from focus_modules.config import FocusConfig
+from focus_modules.config import FocusConfig, read_model_settings
 from focus_modules.modules.value_capture import find_decoder_layers
 from focus_modules.ops import boxes as box_ops
 from focus_modules.ops.boxes import CellGeometry
@@ -134,6 +136,9 @@ class ModelAdapter(ABC):
     #: Depth of the model the preset's layer range is for (``None``: use it as it is). A model
     #: of another depth gets the same fraction of its own last layers (:meth:`default_config`).
     preset_depth: ClassVar[int | None] = None
+    #: Largest ``long side / short side`` the model's image processing accepts (``None``: any);
+    #: more elongated images are padded to it (:meth:`fit_aspect_ratio`).
+    max_aspect_ratio: ClassVar[float | None] = None
 
     def __init__(self, model: nn.Module, processor) -> None:
         self.model = model
@@ -150,16 +155,31 @@ class ModelAdapter(ABC):
         """Depth of the language model."""
         return len(self.decoder_layers())
 
-    def default_config(self, dataset: str | None = None, n_steps: int = 8) -> FocusConfig:
-        """Table 7's hyper-parameters for this family (layer preset included). With
-        :attr:`preset_depth` set and a model of another depth, the preset's range ``(l, L)`` is
-        rescaled to ``(round(l * depth / preset_depth), depth)``: the same share of last layers."""
-        config = FocusConfig.preset(self.family, dataset=dataset, n_steps=n_steps)
+    def default_config(self, dataset: str | None = None, n_steps: int | None = None) -> FocusConfig:
+        """Table 7's hyper-parameters for this family, fitted to this model.
+
+        With :attr:`preset_depth` set and a model of another depth, the preset's range
+        ``(l, L)`` is rescaled to ``(round(l * depth / preset_depth), depth)``: the same share of
+        last layers. A model loaded from a folder with a ``focus_config.json``
+        (:func:`focus_modules.config.read_model_settings`) gets the settings it recommends on
+        top. ``n_steps`` (when given) overrides the file's.
+        """
+        settings = read_model_settings(self.model_dir) if self.model_dir else {}
+        if n_steps is not None:
+            settings["n_steps"] = n_steps
+        config = FocusConfig.preset(self.family, dataset=dataset, n_steps=settings.get("n_steps", 8))
         depth = self.num_layers()
-        if self.preset_depth is None or depth == self.preset_depth:
-            return config
-        start = min(round(config.layers[0] * depth / self.preset_depth), depth - 1)
-        return dataclasses.replace(config, layers=(start, depth))
+        if self.preset_depth is not None and depth != self.preset_depth:
+            start = min(round(config.layers[0] * depth / self.preset_depth), depth - 1)
+            config = dataclasses.replace(config, layers=(start, depth))
+        return dataclasses.replace(config, **settings)
+
+    @property
+    def model_dir(self) -> str | None:
+        """The local folder the model was loaded from, ``None`` for a model built in memory or
+        fetched from the hub."""
+        path = getattr(self.model, "name_or_path", "") or getattr(self.model.config, "_name_or_path", "")
+        return path if path and Path(path).is_dir() else None
 
     @property
     def device(self) -> torch.device:
@@ -239,6 +259,10 @@ class ModelAdapter(ABC):
         if not encodings:
             raise ValueError("collate needs at least one encoding")
         length = max(e.input_ids.numel() for e in encodings)
+        context = self.context_length
+        if context is not None and length > context:
+            raise ValueError(f"a prompt of {length} tokens (text and image tokens) exceeds the model's context of "
+                             f"{context} tokens; shorten the question or its options")
         ids = torch.full((len(encodings), length), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(encodings), length), dtype=torch.long)
         offsets = []
@@ -258,6 +282,13 @@ class ModelAdapter(ABC):
         device, dtype = self.device, self.dtype
         inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
         return Batch(inputs, offsets)
+
+    @property
+    def context_length(self) -> int | None:
+        """The language model's context (``max_position_embeddings``), ``None`` if unknown."""
+        config = getattr(self.model, "config", None)
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return getattr(text_config, "max_position_embeddings", None)
 
     @property
     def pad_token_id(self) -> int:
@@ -337,6 +368,20 @@ class ModelAdapter(ABC):
         :func:`focus_modules.ops.boxes.cells_to_pixels`."""
         scaled = geometry._replace(cell_size=geometry.cell_size * downsample)
         return box_ops.cells_to_pixels(boxes, scaled)
+
+    def fit_aspect_ratio(self, image: Image.Image) -> tuple[Image.Image, str | None]:
+        """``image`` padded on the right or bottom with :attr:`background_color` to
+        :attr:`max_aspect_ratio`, and a note saying so (``None`` when it already fits). The
+        padding keeps the original's pixel coordinates, so boxes stay in its frame."""
+        width, height = image.size
+        limit = self.max_aspect_ratio
+        if limit is None or max(width, height) <= limit * min(width, height):
+            return image, None
+        size = (width, math.ceil(width / limit)) if width > height else (math.ceil(height / limit), height)
+        padded = Image.new("RGB", size, self.background_color)
+        padded.paste(image, (0, 0))
+        return padded, (f"image of {width}x{height} padded to {size[0]}x{size[1]}: the model accepts aspect ratios "
+                        f"up to {limit:g}")
 
     @property
     def background_color(self) -> tuple[int, int, int]:

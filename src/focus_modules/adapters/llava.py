@@ -38,10 +38,11 @@ SQUARE_GRID_TOWERS = {"clip_vision_model": 1, "siglip_vision_model": 0}
 
 
 class LlavaAdapter(ModelAdapter):
-    """LLaVA-1.5: 24 x 24 global-view map over the padded square, layers (14, 32)."""
+    """LLaVA-1.5: 24 x 24 global-view map over the padded square, layers (14, 32) of 32."""
 
     family = "llava-1.5"
     model_classes = ("LlavaForConditionalGeneration",)
+    preset_depth = 32  # Table 7's (14, 32) is for LLaVA-1.5-7B (Vicuna-7B, 32 layers): its last 56 %
 
     def __init__(self, model, processor) -> None:
         super().__init__(model, processor)

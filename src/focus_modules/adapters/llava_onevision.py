@@ -62,6 +62,9 @@ class LlavaOnevisionAdapter(MultiImageAdapter):
         if not aspect.startswith("anyres_max_"):
             raise ValueError(f"unsupported vision_aspect_ratio {aspect!r} (expected 'anyres_max_<n>')")
         self.max_tiles = int(aspect[len("anyres_max_"):])
+        # The unpadded local grid of a more elongated image can lose every row (or column) of
+        # its short side; half a tile's tokens keeps at least two on one tile.
+        self.max_aspect_ratio = self.tokens_per_side / 2
 
     def local_grid(self, image: Image.Image, model_inputs: dict[str, Tensor]) -> LocalGrid:
         from transformers.image_processing_utils import select_best_resolution

@@ -39,6 +39,7 @@ class Qwen2_5_VLAdapter(MultiImageAdapter):
     family = "qwen2.5-vl"
     model_classes = ("Qwen2_5_VLForConditionalGeneration",)
     preset_depth = 28  # Qwen2.5-VL-7B: layers (14, 28) are its last 50 %
+    max_aspect_ratio = 199  # the image processor refuses aspect ratios of 200 and more
 
     def __init__(self, model, processor, max_pixels: int | None = None, min_pixels: int | None = None) -> None:
         super().__init__(model, processor)

@@ -8,21 +8,29 @@ from collections.abc import Sequence
 from os import PathLike
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 Box = tuple[float, float, float, float]
 
 # On a canvas, the empty space between ROIs shrinks to at most this fraction of the largest
 # ROI side: the ROIs keep their relative positions and resolution, the background goes.
 CANVAS_GAP_FRACTION = 0.1
+# Transparent pixels are shown on this neutral grey, as a viewer shows them on its background.
+TRANSPARENT_BACKGROUND = (128, 128, 128)
+# Grayscale modes whose samples are 16-bit (0..65535); "I" is what 16-bit PNGs open as in older
+# Pillow versions.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+EXIF_ORIENTATION = 0x0112
 
 
 def load_rgb(image) -> Image.Image:
-    """A PIL RGB image from a PIL image (any mode: grayscale, RGBA, palette, ...), a path, or
-    a ``[H, W]`` / ``[H, W, 1|3|4]`` uint8 array."""
+    """A PIL RGB image from a PIL image (any mode: grayscale, 16-bit, RGBA, palette, ...), a
+    path, or a ``[H, W]`` / ``[H, W, 1|3|4]`` uint8 array, with colours as a viewer shows them
+    (:func:`rgb_as_displayed`). A path is turned upright by its EXIF orientation; a given image
+    or array keeps its pixel frame (boxes are reported in it)."""
     if isinstance(image, (str, PathLike)):
         with Image.open(image) as opened:
-            image = opened.convert("RGB")
+            return rgb_as_displayed(opened)
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
             raise ValueError(f"image arrays must be uint8 [H, W] or [H, W, 1|3|4], got {image.dtype} {image.shape}")
@@ -31,6 +39,22 @@ def load_rgb(image) -> Image.Image:
         raise ValueError(f"images must be PIL images, paths or uint8 arrays, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
         raise ValueError(f"image has an empty size {image.size}")
+    return rgb_as_displayed(image, upright=False)  # a given image's pixel frame is the caller's
+
+
+def rgb_as_displayed(image: Image.Image, upright: bool = True) -> Image.Image:
+    """The RGB pixels an image viewer shows for ``image``: its EXIF orientation applied (boxes
+    are then in the upright frame; ``upright=False`` keeps the stored frame), 16-bit grayscale
+    scaled to 8 bits (not clipped at 255), and transparency composited on a neutral grey (not
+    the hidden colour of transparent pixels)."""
+    if upright and image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in SIXTEEN_BIT_MODES:
+        samples = np.asarray(image).astype(np.float64) / 257.0  # 65535 -> 255
+        image = Image.fromarray(np.clip(np.rint(samples), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*TRANSPARENT_BACKGROUND, 255)), rgba)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

@@ -29,6 +29,7 @@ import hashlib
 import json
 import random
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 from PIL import Image
 
 from focus_modules.config import DATASETS
-from focus_modules.eval.images import ImageDecodeError, decode_image_bytes, load_image_file
+from focus_modules.eval.images import ImageDecodeError, decode_image_bytes, load_image_file, read_image_size
 from focus_modules.eval.tsv import TsvTable
 
 OPTION_LETTERS = "ABCDEFGH"
@@ -74,7 +75,9 @@ class Question:
             name; HR-Bench: ``FSP``/``FCP``; MME: ``Subset/Domain/task``).
         groups: further groupings reported as averages, e.g. MME's
             ``{"subset": "Perception", "domain": "Perception/AD"}``.
-        gt_boxes: ground-truth boxes ``(x1, y1, x2, y2)`` in pixels (V*Bench only).
+        gt_boxes: ground-truth boxes ``(x1, y1, x2, y2)`` in pixels of the stored image
+            (V*Bench only), clipped to the image.
+        gt_boxes_clipped: how many of them reached outside the image in the dataset's file.
         image_source: where the image comes from, for messages.
         image_key: equal for questions on the same image (HR-Bench's option rotations share
             one); defaults to ``image_source``.
@@ -91,6 +94,7 @@ class Question:
     groups: Mapping[str, str] = field(default_factory=dict)
     gt_boxes: tuple[tuple[float, float, float, float], ...] = ()
     image_key: str = ""
+    gt_boxes_clipped: int = 0
 
     def __post_init__(self):
         if not self.image_key:
@@ -170,6 +174,7 @@ def read_vstar(root: str | Path, seed: int = 0, categories: str | Sequence[str] 
         raise FileNotFoundError(f"no V*Bench questions under {root}: {layout}")
     folders = _vstar_folders(root, available, categories)
     questions = []
+    clipped_total, clipped_files = 0, []
     for folder in folders:
         images = _images_by_stem(folder)
         for meta_path in sorted(folder.glob("*.json"), key=lambda p: _natural_key(p.stem)):
@@ -185,6 +190,13 @@ def read_vstar(root: str | Path, seed: int = 0, categories: str | Sequence[str] 
             order = list(range(len(original)))
             random.Random(f"{seed}:{qid}").shuffle(order)
             image_path = images.get(meta_path.stem, meta_path.with_suffix(".jpg"))
+            boxes = [_xywh_to_xyxy(box, meta_path) for box in meta.get("bbox", [])]
+            size = read_image_size(image_path) if image_path.exists() else None
+            inside = [_clip_box(box, size) for box in boxes] if size else boxes
+            clipped = sum(a != b for a, b in zip(boxes, inside))
+            if clipped:
+                clipped_total += clipped
+                clipped_files.append(meta_path.name)
             questions.append(Question(
                 id=qid,
                 index=len(questions),
@@ -194,8 +206,13 @@ def read_vstar(root: str | Path, seed: int = 0, categories: str | Sequence[str] 
                 category=VSTAR_CATEGORIES.get(folder.name, folder.name),
                 image_source=str(image_path),
                 loader=_file_loader(image_path),
-                gt_boxes=tuple(_xywh_to_xyxy(box, meta_path) for box in meta.get("bbox", [])),
+                gt_boxes=tuple(inside),
+                gt_boxes_clipped=clipped,
             ))
+    if clipped_total:
+        warnings.warn(f"{clipped_total} V*Bench GT boxes reach outside their image and were clipped to it "
+                      f"({', '.join(clipped_files[:5])}{', ...' if len(clipped_files) > 5 else ''}); the summary "
+                      "counts them as gt_boxes_clipped", stacklevel=2)
     return questions
 
 
@@ -315,11 +332,17 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
     return images
 
 
+def _clip_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    width, height = size
+    x1, y1, x2, y2 = box
+    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+
+
 def _file_loader(path: Path) -> Callable[[], Image.Image]:
     def load() -> Image.Image:
         if not path.exists():
             raise ImageDecodeError(f"{path}: image file missing (expected beside {path.with_suffix('.json').name})")
-        return load_image_file(path)
+        return load_image_file(path, upright=False)
 
     return load
 
@@ -377,6 +400,8 @@ def read_hrbench(path: str | Path) -> list[Question]:
     tsv = _single_file(path, (".tsv",), "HR-Bench", HRBENCH_LAYOUT)
     table = TsvTable(tsv, lazy_columns=("image",))
     _require_columns(table.header, HRBENCH_COLUMNS, tsv, HRBENCH_LAYOUT)
+    if not table.rows:
+        raise ValueError(f"{tsv} holds a header but no questions; {HRBENCH_LAYOUT}")
     row_of_index = {row["index"]: i for i, row in enumerate(table.rows)}
 
     def loader(row: int) -> Callable[[], Image.Image]:
@@ -390,7 +415,7 @@ def read_hrbench(path: str | Path) -> list[Question]:
                                            "the index of a row that holds an image")
                 source = f"{source} (image of index {value.strip()})"
                 value = table.lazy_field(target, "image")
-            return decode_image_bytes(value, source)
+            return decode_image_bytes(value, source, upright=False)
 
         return load
 
@@ -537,7 +562,7 @@ def _text_records(file: Path, layout: str = MME_LAYOUT) -> tuple[list[dict], lis
         column = _image_column(table.header, file, layout)
         def loader(row: int) -> Callable[[], Image.Image]:
             source = f"{file.name} index {table.rows[row]['index']}"
-            return lambda: decode_image_bytes(table.lazy_field(row, column), source)
+            return lambda: decode_image_bytes(table.lazy_field(row, column), source, upright=False)
 
         loaders = [loader(r) for r in range(len(table.rows))]
         return table.rows, loaders
@@ -549,7 +574,9 @@ def _text_records(file: Path, layout: str = MME_LAYOUT) -> tuple[list[dict], lis
         raise ValueError(f"unsupported file {file}; {layout}")
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{file} must hold a list of question objects; {layout}")
-    column = _image_column(list(records[0]) if records else [], file, layout)
+    if not records:
+        return [], []  # "no questions found", below
+    column = _image_column(list(records[0]), file, layout)
     loaders = [
         (lambda rec=rec: _decode_cell(rec.get(column), f"{file.name} index {rec.get('index')}"))
         for rec in records
@@ -619,7 +646,7 @@ def _decode_cell(value: Any, source: str) -> Image.Image:
         value = value.get("bytes")
     if not isinstance(value, (str, bytes)) or not value:
         raise ImageDecodeError(f"{source}: no image data (got {type(value).__name__})")
-    return decode_image_bytes(value, source)
+    return decode_image_bytes(value, source, upright=False)
 
 
 # ------------------------------------------------------------------------------------ shared

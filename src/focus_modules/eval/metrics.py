@@ -86,7 +86,8 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         ``fp_search_mean`` unless questions shared a search), ``fp_per_phase_mean``,
         ``fp_total_mean``, ``seconds_mean``, ``peak_gpu_memory_gb`` (max over rows, ``None``
         off CUDA), ``roi_recall`` and ``top_roi_recall`` (percent of GT boxes, ``None``
-        without GT boxes) with ``roi_recall_boxes``.
+        without GT boxes) with ``roi_recall_boxes``, and
+        ``gt_boxes_clipped`` (GT boxes that reached outside their image, clipped to it).
     """
     rows = list(rows)
     answered = [r for r in rows if not r.get("error")]
@@ -125,6 +126,7 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "roi_recall": _percent(hits),
         "top_roi_recall": _percent(top_hits),
         "roi_recall_boxes": len(hits),
+        "gt_boxes_clipped": sum(int(r.get("gt_boxes_clipped") or 0) for r in rows),
     }
 
 

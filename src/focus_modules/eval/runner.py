@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -286,6 +287,9 @@ def _answered(out: Path, identity: Mapping[str, Any]) -> dict[str, dict[str, Any
 
 
 def _answer_batch(batch: list[Question], answerer: Answerer, settings: _Settings) -> list[dict[str, Any]]:
+    """One row per question of ``batch``. A question whose image cannot be decoded, or whose
+    answer fails (an error of the model or its processor on that input), gets an error row;
+    the others are answered as usual."""
     base = {q.id: _base_row(q, settings) for q in batch}
     rows: dict[str, dict[str, Any]] = {}
     images, ready = [], []
@@ -296,25 +300,46 @@ def _answer_batch(batch: list[Question], answerer: Answerer, settings: _Settings
         except ImageDecodeError as err:
             rows[question.id] = _error_row(base[question.id], str(err))
     if ready:
-        start = time.perf_counter()
-        sharing = settings.method == "focus"
-        results = answerer.answer(
-            images, [q.question for q in ready], options=[list(q.options) for q in ready], method=settings.method,
-            batch_size=len(ready), answer_scheme=settings.answer_scheme,
-            answer_prompts=[base[q.id]["prompt"] for q in ready] if settings.protocol != "paper" else None,
-            search_keys=[_search_key(q) for q in ready] if sharing else None)
-        seconds = (time.perf_counter() - start) / len(ready)
-        if len(results) != len(ready):
-            raise RuntimeError(f"the answerer returned {len(results)} results for {len(ready)} questions")
-        peak = _peak_gpu_memory_gb()
-        for question, result in zip(ready, results):
-            rows[question.id] = _result_row(base[question.id], question, result, seconds, peak, settings.dataset)
-        for question, result in zip(ready, results):
-            source = getattr(result, "search_reused_from", None)
+        peak = None
+        outcomes = _answer_each(ready, images, answerer, settings, base)
+        for question, outcome, seconds in outcomes:
+            if isinstance(outcome, Exception):
+                reason = f"{type(outcome).__name__}: {outcome}"
+                tqdm.write(f"question {question.id}: {reason}", file=sys.stderr)
+                rows[question.id] = _error_row(base[question.id], reason)
+            else:
+                peak = _peak_gpu_memory_gb() if peak is None else peak
+                rows[question.id] = _result_row(base[question.id], question, outcome, seconds, peak,
+                                                 settings.dataset)
+        for question, outcome, _ in outcomes:
+            source = getattr(outcome, "search_reused_from", None)
             if source is not None:  # the passes of the search this question used, spent on another
                 rows[question.id]["search_reused_from"] = ready[source].id
                 rows[question.id]["fp_search_unshared"] = rows[ready[source].id]["fp_search"]
     return [rows[q.id] for q in batch]
+
+
+def _answer_each(questions: list[Question], images: list, answerer: Answerer, settings: _Settings,
+                 base: dict[str, dict[str, Any]]) -> list[tuple[Question, Any, float | None]]:
+    """``(question, result or exception, seconds)`` per question: the whole group in one call
+    (questions that share a search share it), and, if that call fails, each question alone,
+    so that one failing question costs only its own row."""
+    try:
+        start = time.perf_counter()
+        results = answerer.answer(
+            images, [q.question for q in questions], options=[list(q.options) for q in questions],
+            method=settings.method, batch_size=len(questions), answer_scheme=settings.answer_scheme,
+            answer_prompts=[base[q.id]["prompt"] for q in questions] if settings.protocol != "paper" else None,
+            search_keys=[_search_key(q) for q in questions] if settings.method == "focus" else None)
+        if len(results) != len(questions):
+            raise RuntimeError(f"the answerer returned {len(results)} results for {len(questions)} questions")
+        seconds = (time.perf_counter() - start) / len(questions)
+        return [(question, result, seconds) for question, result in zip(questions, results)]
+    except Exception as err:  # noqa: BLE001 -- recorded in the question's row, never dropped
+        if len(questions) == 1:
+            return [(questions[0], err, None)]
+    return [item for question, image in zip(questions, images)
+            for item in _answer_each([question], [image], answerer, settings, base)]
 
 
 def _base_row(question: Question, settings: _Settings) -> dict[str, Any]:
@@ -332,6 +357,7 @@ def _base_row(question: Question, settings: _Settings) -> dict[str, Any]:
         "answer_scheme": settings.answer_scheme,
         "gt_boxes": [list(box) for box in question.gt_boxes],
         **settings.run,
+        "gt_boxes_clipped": question.gt_boxes_clipped,
     }
 
 
@@ -354,6 +380,7 @@ def _error_row(base: dict[str, Any], reason: str) -> dict[str, Any]:
         "seconds": None,
         "timings": {},
         "peak_gpu_memory_gb": None,
+        "notes": [],
         "error": reason,
     }
 
@@ -383,6 +410,7 @@ def _result_row(base: dict[str, Any], question: Question, result: Any, seconds: 
         "seconds": seconds,
         "timings": {str(phase): float(s) for phase, s in dict(result.timings).items()},
         "peak_gpu_memory_gb": peak,
+        "notes": [str(note) for note in getattr(result, "notes", [])],
         "error": None,
     }
 
