@@ -259,6 +259,20 @@ class ModelAdapter(ABC):
         out = self.model(**batch.inputs, use_cache=False, **self._keep_last_logits())
         return out.logits[:, -1]
 
+    def forward_on_cache(self, inputs: dict[str, Tensor], cache) -> None:
+        """One forward pass that appends its keys and values to ``cache`` (a ``DynamicCache``,
+        empty or holding the tokens in front of ``inputs``); only the last position's logits
+        are computed where the model supports it (they are not returned)."""
+        params = inspect.signature(self.model.forward).parameters
+        name = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
+        self.model(**inputs, **{name: cache}, use_cache=True, **self._keep_last_logits())
+
+    def suffix_position_ids(self, prefix: Batch, rows: Tensor, length: int) -> Tensor | None:
+        """Position ids of ``length`` tokens that continue the rows ``rows`` of the ``prefix``
+        batch on its KV cache, or ``None`` when the model counts on from the cache length (1-D
+        positions, as the prefix itself was numbered from its first, padded, column)."""
+        return None
+
     def generate(self, batch: Batch, max_new_tokens: int) -> list[str]:
         """Greedy generation; the new text of each prompt, special tokens removed, stripped."""
         out = self.generation_model(batch).generate(

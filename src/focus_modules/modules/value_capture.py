@@ -136,14 +136,20 @@ class ValueCapture:
         self._written = [False] * shape[1]
 
     @property
-    def values(self) -> Tensor:
-        """``[B, L, N, H_kv, D]`` values of the last forward (a view of the buffer)."""
+    def raw_values(self) -> Tensor:
+        """``[B, L, N, H_kv * D]`` values of the last forward (the buffer itself; the next
+        forward inside the context overwrites it)."""
         if self._buffer is None:
             raise RuntimeError("no forward pass has run inside the ValueCapture context")
         missing = [self.layers[0] + i for i, done in enumerate(self._written) if not done]
         if missing:
             raise RuntimeError(f"decoder layers {missing} did not run in the last forward pass")
-        batch, num_layers, seq_len, width = self._buffer.shape
+        return self._buffer
+
+    @property
+    def values(self) -> Tensor:
+        """``[B, L, N, H_kv, D]`` values of the last forward (a view of the buffer)."""
+        batch, num_layers, seq_len, width = self.raw_values.shape
         return self._buffer.view(batch, num_layers, seq_len, width // self.head_dim, self.head_dim)
 
     def __repr__(self) -> str:
