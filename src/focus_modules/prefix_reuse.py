@@ -175,7 +175,7 @@ def _prefix_and_suffixes(adapter, capture, encodings, shared, prompts_of, prefix
     # Suffixes are right-padded: under the causal mask padding at the end changes nothing
     # before it, and the real tokens keep consecutive positions after the prefix.
     suffixes = [encodings[p].input_ids[prefix_of[shared[row]]:] for row, p in zip(rows, suffix_prompts)]
-    width = max(s.numel() for s in suffixes)
+    width = adapter.bucketed(max(s.numel() for s in suffixes))
     ids = torch.full((len(suffixes), width), adapter.pad_token_id, dtype=torch.long)
     suffix_mask = torch.zeros((len(suffixes), width), dtype=torch.long)
     for i, s in enumerate(suffixes):

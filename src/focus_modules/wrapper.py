@@ -129,6 +129,13 @@ class FocusWrapper:
         reuse_prefix: encode each image once per question in the relevance pass (one prefix
             pass, then a short pass per target on a copy of the KV cache); the maps equal one
             full pass per target up to floating-point rounding. ``False``: one full pass each.
+        compile: ``torch.compile`` the language model in place (``True``, or a dict of
+            ``torch.compile`` keyword arguments, e.g. ``{"backend": "eager"}``; ``dynamic=True``
+            unless given);
+            the value-capture hooks stay attached and run outside the graph, and every batch
+            is left-padded to a multiple of ``bucket`` tokens so that new questions rarely
+            bring new shapes (recompiles). Results equal eager up to floating-point rounding.
+        bucket: the sequence-length bucket (tokens) used with ``compile``.
 
     Example:
         >>> fw = FocusWrapper(model, processor, FocusConfig.preset("llava-1.5", dataset="vstar"))
@@ -145,6 +152,8 @@ class FocusWrapper:
         max_new_tokens: int = 64,
         target_max_new_tokens: int = 32,
         reuse_prefix: bool = True,
+        compile: bool | dict = False,
+        bucket: int = 64,
     ) -> None:
         self.model = model
         self.adapter = adapter if adapter is not None else adapter_for(model, processor)
@@ -153,9 +162,23 @@ class FocusWrapper:
         self.max_new_tokens = max_new_tokens
         self.target_max_new_tokens = target_max_new_tokens
         self.reuse_prefix = reuse_prefix
+        self.capture = ValueCapture(model, self.config.layers, decoder_layers=self.adapter.decoder_layers())
+        if compile:
+            self._compile({"dynamic": True, **({} if compile is True else compile)}, bucket)
         self.scorer = ExistenceScorer(*self.adapter.yes_no_ids())
         self.relevance = RelevanceMap()
         self.proposer = RoiProposer.from_config(self.config)
+
+    def _compile(self, options: dict, bucket: int) -> None:
+        """Compile the language model (the module that runs the decoder layers) in place
+        (``nn.Module.compile``), with the capture hooks attached first and kept."""
+        if not isinstance(bucket, int) or bucket < 1:
+            raise ValueError(f"bucket must be a positive int, got {bucket!r}")
+        layers = self.adapter.decoder_layers()
+        language_model = next(m for m in self.model.modules() if getattr(m, "layers", None) is layers)
+        self.capture.attach()
+        language_model.compile(**options)
+        self.adapter.pad_to_multiple_of = bucket
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -303,7 +326,7 @@ class FocusWrapper:
         start = time.perf_counter()
         pairs = [(job, t) for job in jobs for t in range(len(job.result.targets))]
         encodings = [self.adapter.encode_existence(job.image, job.result.targets[t]) for job, t in pairs]
-        with ValueCapture(self.model, self.config.layers, decoder_layers=self.adapter.decoder_layers()) as capture:
+        with self.capture as capture:
             captured = capture_existence_values(self.adapter, capture, encodings, [id(job) for job, _ in pairs],
                                                 reuse_prefix=self.reuse_prefix)
         values = captured.values

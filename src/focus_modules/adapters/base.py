@@ -139,6 +139,9 @@ class ModelAdapter(ABC):
         self.model = model
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
+        #: :meth:`collate` pads every batch to a multiple of this many tokens (sequence-length
+        #: buckets, so that a compiled model sees few distinct shapes).
+        self.pad_to_multiple_of = 1
 
     # --- model structure -------------------------------------------------------------------
 
@@ -218,12 +221,13 @@ class ModelAdapter(ABC):
         """The final prompt on the final view's image(s), ready for generation."""
 
     def collate(self, encodings: Sequence[Encoding]) -> Batch:
-        """Left-pad ``input_ids`` (with :attr:`pad_token_id`) and build ``attention_mask``;
-        left-pad every ``token_inputs`` entry with 0; concatenate every other model input along
-        dim 0; move to the model's device (floating inputs to its dtype)."""
+        """Left-pad ``input_ids`` (with :attr:`pad_token_id`) to the longest prompt, rounded up
+        to :attr:`pad_to_multiple_of`, and build ``attention_mask``; left-pad every
+        ``token_inputs`` entry with 0; concatenate every other model input along dim 0; move to
+        the model's device (floating inputs to its dtype)."""
         if not encodings:
             raise ValueError("collate needs at least one encoding")
-        length = max(e.input_ids.numel() for e in encodings)
+        length = self.bucketed(max(e.input_ids.numel() for e in encodings))
         ids = torch.full((len(encodings), length), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(encodings), length), dtype=torch.long)
         offsets = []
@@ -243,6 +247,11 @@ class ModelAdapter(ABC):
         device, dtype = self.device, self.dtype
         inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
         return Batch(inputs, offsets)
+
+    def bucketed(self, length: int) -> int:
+        """``length`` rounded up to a multiple of :attr:`pad_to_multiple_of`."""
+        step = self.pad_to_multiple_of
+        return -(-length // step) * step
 
     @property
     def pad_token_id(self) -> int:
