@@ -107,15 +107,8 @@ class FinalView:
 
 
 def patch_grid_size(vision_config) -> int:
-    """Tokens per side of one vision-encoder view: ``image_size // patch_size``.
-
-    Raises:
-        ValueError: if the image size is not a whole number of patches.
-    """
-    if vision_config.image_size % vision_config.patch_size:
-        raise ValueError(
-            f"vision image_size {vision_config.image_size} is not a multiple of patch_size {vision_config.patch_size}"
-        )
+    """Tokens per side of one vision-encoder view: ``image_size // patch_size``, rounded down
+    as the patch convolution does (SigLIP-384/14: 27 patches cover 378 of the 384 pixels)."""
     return vision_config.image_size // vision_config.patch_size
 
 
