@@ -325,7 +325,7 @@ class FocusWrapper:
     def _relevance(self, jobs: list[_Job]) -> None:
         start = time.perf_counter()
         pairs = [(job, t) for job in jobs for t in range(len(job.result.targets))]
-        encodings = [self.adapter.encode_existence(job.image, job.result.targets[t]) for job, t in pairs]
+        encodings = [enc for job in jobs for enc in self.adapter.encode_existence_targets(job.image, job.result.targets)]
         with self.capture as capture:
             captured = capture_existence_values(self.adapter, capture, encodings, [id(job) for job, _ in pairs],
                                                 reuse_prefix=self.reuse_prefix)

@@ -209,6 +209,11 @@ class ModelAdapter(ABC):
         """The existence prompt on ``image`` (the whole image in step II, an ROI crop in step
         V), with target positions, visual positions, grid, valid cells and map extent."""
 
+    def encode_existence_targets(self, image: Image.Image, targets: Sequence[str]) -> list[Encoding]:
+        """:meth:`encode_existence` for several targets on one image (step II); adapters whose
+        image preprocessing does not depend on the text override it to preprocess once."""
+        return [self.encode_existence(image, target) for target in targets]
+
     @abstractmethod
     def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:
         """The final prompt on the final view's image(s), ready for generation."""
