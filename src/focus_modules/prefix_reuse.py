@@ -183,7 +183,9 @@ def _prefix_and_suffixes(adapter, capture, encodings, shared, prompts_of, prefix
         suffix_mask[i, : s.numel()] = 1
     device = prefix_batch.inputs["input_ids"].device
     rows_t = torch.tensor(rows, dtype=torch.long, device=device)
-    cache.batch_select_indices(rows_t)  # a copy of the prefix's cache row for every prompt
+    # a copy of the prefix's cache row for every prompt; CPU indices serve cache layers on any
+    # device (a model split with device_map)
+    cache.batch_select_indices(torch.tensor(rows, dtype=torch.long))
     inputs = {
         "input_ids": ids.to(device),
         "attention_mask": torch.cat([prefix_batch.inputs["attention_mask"][rows_t], suffix_mask.to(device)], 1),
