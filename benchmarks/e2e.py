@@ -11,7 +11,9 @@ word-level tokenizer over the prompts' words (the vocabulary size, hence the LM 
 real model's). ``--layers N`` keeps only the first N decoder layers (``--vision-layers`` the
 same for the vision tower) so that the CPU can run it; ``--scale tiny`` shrinks every width
 (CI smoke run). Random weights never emit end-of-sequence, so every generation runs to its
-budget (``--target-tokens``, ``--answer-tokens``): an upper bound on decoding time.
+budget (``--target-tokens``, ``--answer-tokens``): an upper bound on decoding time. Nor do they
+answer "Yes", so with overrun (the preset) every proposed ROI gets verified, one round at a
+time: the worst case; ``--no-overrun`` verifies exactly ``n_steps`` per target.
 
 For every (model, method, batch size) it answers ``--questions`` generated questions about
 generated 2-8K images after one warm-up question, and writes per question: seconds per phase
@@ -302,7 +304,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--target-tokens", type=int, default=32, help="step I's generation budget")
     parser.add_argument("--answer-tokens", type=int, default=8, help="the final answer's generation budget")
+    parser.add_argument("--no-overrun", action="store_true",
+                        help="verify exactly n_steps ROIs (random weights answer No, so overrun verifies every ROI)")
     parser.add_argument("--compile", action="store_true", help="FocusWrapper(compile=True)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend (eager: dynamo's graph capture alone, to count recompiles fast)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -322,7 +328,7 @@ def main(argv=None) -> dict:
         "scale": args.scale, "layers": args.layers, "vision_layers": args.vision_layers,
         "image_sizes": args.image_sizes, "questions_per_run": n_questions,
         "generation_budget": {"targets": args.target_tokens, "answer": args.answer_tokens},
-        "compile": args.compile, "runs": [],
+        "overrun": not args.no_overrun, "compile": args.compile and args.compile_backend, "runs": [],
     }
     items = make_questions(n_questions, sizes)
     for family in args.models:
@@ -333,10 +339,11 @@ def main(argv=None) -> dict:
             preset = FocusConfig.preset(family, n_steps=n_steps or 1)
             # the preset's share of last layers, on the (possibly truncated) model
             start = min(round(preset.layers[0] * depth / (32 if family == "llava-1.5" else 28)), depth - 1)
-            config = dataclasses.replace(preset, layers=(start, depth))
+            config = dataclasses.replace(preset, layers=(start, depth), overrun=not args.no_overrun)
             if fw is None:  # one wrapper per model: compiling happens once, with its hooks attached
                 fw = FocusWrapper(model, processor, config, max_new_tokens=args.answer_tokens,
-                                  target_max_new_tokens=args.target_tokens, compile=args.compile)
+                                  target_max_new_tokens=args.target_tokens,
+                                  compile={"backend": args.compile_backend} if args.compile else False)
             else:  # same layers (same hooks); n_steps and k change the verification and proposals
                 fw.config, fw.proposer = config, RoiProposer.from_config(config)
             for batch_size in args.batch_sizes:
