@@ -131,10 +131,10 @@ class FocusWrapper:
             full pass per target up to floating-point rounding. ``False``: one full pass each.
         compile: ``torch.compile`` the language model in place (``True``, or a dict of
             ``torch.compile`` keyword arguments, e.g. ``{"backend": "eager"}``; ``dynamic=True``
-            unless given);
-            the value-capture hooks stay attached and run outside the graph, and every batch
-            is left-padded to a multiple of ``bucket`` tokens so that new questions rarely
-            bring new shapes (recompiles). Results equal eager up to floating-point rounding.
+            unless given). The value-capture hooks are attached before compiling and stay (see
+            :class:`ValueCapture`), and every batch is left-padded to a multiple of ``bucket``
+            tokens so that new questions rarely bring new shapes (recompiles). Results equal
+            eager up to floating-point rounding.
         bucket: the sequence-length bucket (tokens) used with ``compile``.
 
     Example:
