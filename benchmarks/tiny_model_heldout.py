@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/tiny-heldout"))
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
-    data = args.work / "data"
+    data = args.work / f"data_n{args.n}_seed{args.seed}"
     commands = [[sys.executable, "-m", "focus_modules.synthetic", "--out", str(data), "--n", str(args.n),
                  "--seed", str(args.seed)]]
     outputs = {}
@@ -71,9 +71,10 @@ def main(argv=None) -> None:
         out = args.work / f"{flags[1]}.jsonl"
         outputs[name] = out
         commands.append(["focus", "eval", "--model", str(args.model), "--dataset", "vstar", "--data", str(data),
-                         "--categories", "all", *flags, "--batch-size", str(args.batch_size), "--device", "cpu",
+                         "--categories", "all", *flags, "--batch-size", str(args.batch_size), "--device", "cpu", "--overwrite",
                          "--out", str(out)])
-    for command in commands:
+    written = sum(1 for _ in data.glob("*/*.json")) if data.is_dir() else 0
+    for command in commands[1:] if written == 3 * args.n else commands:  # the set is deterministic
         run(command)
     rows = {name: [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
             for name, out in outputs.items()}

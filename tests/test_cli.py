@@ -30,7 +30,7 @@ def test_set_overrides_are_typed_by_focusconfig():
 
 
 def _fake_build(calls):
-    def build(model_id, dtype, device, attn, dataset, n_steps, overrides):
+    def build(model_id, dtype, device, attn, dataset, n_steps, overrides, device_map=None):
         calls.append(dict(model=model_id, dataset=dataset, n_steps=n_steps, overrides=overrides, attn=attn))
         steps = 8 if n_steps is None else n_steps  # None: the model folder's setting, else 8
         return FakeAnswerer(), FocusConfig.preset("llava-1.5", dataset=dataset, n_steps=steps, **overrides)

@@ -135,7 +135,8 @@ def run(maps, confidence, targets, target_reply="cat", question="What is the col
     config = FocusConfig.preset("llava-1.5", layers=(0, 1), s_min=3, s_max=3, **cfg)
     model = ScriptedModel(maps, confidence)
     adapter = ScriptedAdapter(model, target_reply)
-    wrapper = FocusWrapper(model, None, config, adapter=adapter)
+    # the scripted model reads each prompt whole (no KV cache): one full pass per target
+    wrapper = FocusWrapper(model, None, config, adapter=adapter, reuse_prefix=False)
     [result] = wrapper.answer([coordinate_image()], [question], targets=targets)
     return result, model, adapter
 

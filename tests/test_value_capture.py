@@ -59,6 +59,29 @@ def test_hooks_only_on_selected_language_layers_and_always_removed(tiny_llava):
     assert hooked() == []
 
 
+def test_attached_hooks_stay_and_record_only_inside_the_context(tiny_llava):
+    model, processor = tiny_llava
+    hooked = lambda: [n for n, m in model.named_modules() if n.endswith("v_proj") and m._forward_hooks]  # noqa: E731
+    a = llava_inputs(processor, [(64, 64)])
+    b = llava_inputs(processor, [(64, 64)])
+    b["pixel_values"] = -a["pixel_values"]
+    capture = ValueCapture(model, layers=(2, 4)).attach()
+    try:
+        with torch.no_grad():
+            with capture:
+                model(**a, use_cache=False)
+            assert len(hooked()) == 2  # kept after the context
+            recorded = capture.values.clone()
+            model(**b, use_cache=False)  # outside the context: not recorded
+            torch.testing.assert_close(capture.values, recorded, rtol=0, atol=0)
+            with capture:
+                model(**b, use_cache=False)
+                assert not torch.equal(capture.values, recorded)
+    finally:
+        capture.detach()
+    assert hooked() == []
+
+
 def test_buffer_is_reused_and_last_forward_wins(tiny_llava):
     model, processor = tiny_llava
     a = llava_inputs(processor, [(64, 64)])

@@ -162,14 +162,44 @@ def checkpoint_adapter(model_id: str):
     raise ValueError(unsupported_model_message(names[0] if names else f"model type {config.model_type!r}"))
 
 
-def load_model(model_id: str, dtype: str = "auto", device: str = "auto", attn_implementation: str = "sdpa"):
+def rank_gpus(local_rank: int, local_world: int, device_count: int) -> list[int]:
+    """The GPUs of one of ``local_world`` ranks on a node with ``device_count`` GPUs: an equal,
+    contiguous share (``--device-map auto`` under torchrun: model parallel inside a rank, data
+    parallel across ranks)."""
+    share = device_count // local_world
+    if share < 1:
+        raise ValueError(f"--device-map auto with {local_world} ranks per node needs at least as many GPUs, "
+                         f"found {device_count}")
+    return list(range(local_rank * share, (local_rank + 1) * share))
+
+
+def device_map_kwargs(device_map: str) -> dict:
+    """``from_pretrained`` keyword arguments for ``--device-map``: ``"auto"`` spreads the
+    layers over the visible GPUs (accelerate); under torchrun, over this rank's share of them."""
+    import os
+
+    import torch
+
+    from focus_modules.eval.distributed import local_rank, rank_and_world
+
+    world = rank_and_world()[1]
+    if device_map != "auto" or world == 1 or not torch.cuda.is_available():
+        return {"device_map": device_map}
+    gpus = rank_gpus(local_rank(), int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count())
+    torch.cuda.set_device(gpus[0])
+    return {"device_map": "auto", "max_memory": {gpu: torch.cuda.mem_get_info(gpu)[0] for gpu in gpus}}
+
+
+def load_model(model_id: str, dtype: str = "auto", device: str = "auto", attn_implementation: str = "sdpa",
+               device_map: str | None = None):
     """Load an image-text-to-text model and its processor from a local folder or a hub id.
 
     A local folder needs no network. ``flash_attention_2`` needs the ``flash-attn`` package
-    (``pip install focus-modules[flash]``).
+    (``pip install focus-modules[flash]``). ``device_map`` (e.g. ``"auto"``) places the model
+    with accelerate (``pip install focus-modules[multi-gpu]``) instead of moving it to ``device``.
 
     Returns:
-        ``(model, processor)``, the model in eval mode on ``device``.
+        ``(model, processor)``, the model in eval mode on ``device`` (or placed by ``device_map``).
     """
     import importlib.util
 
@@ -184,18 +214,21 @@ def load_model(model_id: str, dtype: str = "auto", device: str = "auto", attn_im
         raise ValueError("--attn-implementation flash_attention_2 needs flash-attn: pip install 'focus-modules[flash]'")
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
-    device = resolve_device(device)
+    if device_map is not None and importlib.util.find_spec("accelerate") is None:
+        raise ValueError("--device-map needs accelerate: pip install 'focus-modules[multi-gpu]'")
+    placement = device_map_kwargs(device_map) if device_map is not None else {}
+    device = resolve_device(device) if device_map is None else None
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     # transformers 4.56 renamed `torch_dtype` to `dtype`.
     dtype_kwarg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
     model = AutoModelForImageTextToText.from_pretrained(
-        model_id, attn_implementation=attn_implementation, **{dtype_kwarg: torch_dtype})
+        model_id, attn_implementation=attn_implementation, **{dtype_kwarg: torch_dtype}, **placement)
     processor = AutoProcessor.from_pretrained(model_id)
-    return model.to(device).eval(), processor
+    return (model if device is None else model.to(device)).eval(), processor
 
 
 def build_answerer(model_id: str, dtype: str, device: str, attn_implementation: str, dataset: str | None,
-                   n_steps: int | None, overrides: dict[str, Any]):
+                   n_steps: int | None, overrides: dict[str, Any], device_map: str | None = None):
     """Check the settings, then load the model and wrap it: returns ``(FocusWrapper, FocusConfig)``.
 
     The configuration is the family's Table 7 preset fitted to the model's depth, then the
@@ -215,7 +248,7 @@ def build_answerer(model_id: str, dtype: str, device: str, attn_implementation: 
     depth = getattr(checkpoint_config.get_text_config(), "num_hidden_layers", None)
     if "layers" in settings and depth is not None:
         draft.check_layers(depth)
-    model, processor = load_model(model_id, dtype, device, attn_implementation)
+    model, processor = load_model(model_id, dtype, device, attn_implementation, device_map)
     adapter = adapter_for(model, processor)
     # The folder's own settings come with the adapter's default (the model was loaded from it).
     config = dataclasses.replace(adapter.default_config(dataset=dataset, n_steps=n_steps), **overrides)
@@ -253,6 +286,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--attn-implementation", choices=ATTN_IMPLEMENTATIONS, default="sdpa",
                         help="attention kernel (default sdpa; flash_attention_2 needs flash-attn)")
+    parser.add_argument("--device-map", default=None,
+                        help="'auto': spread a model too large for one GPU over the GPUs (accelerate; under "
+                             "torchrun, over each rank's share of them); replaces --device")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,7 +349,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     image = load_image_file(args.image)
     answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, None,
-                                      args.n_steps, overrides)
+                                      args.n_steps, overrides, args.device_map)
     options = [args.options] if args.options else None
     (result,) = answerer.answer([image], [args.question], options=options, method=args.method)
     for note in getattr(result, "notes", []):
@@ -359,7 +395,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     questions = load_dataset(args.dataset, args.data, seed=args.seed, categories=args.categories)[: args.limit]
     answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, args.dataset,
-                                      args.n_steps, overrides)
+                                      args.n_steps, overrides, args.device_map)
     # what determines the answers (a rerun that differs is refused) vs. facts of this run only
     identity = {"model": args.model, "model_fingerprint": model_fingerprint(getattr(answerer, "model", None)),
                 "data": file_fingerprint(args.data), "dtype": args.dtype}

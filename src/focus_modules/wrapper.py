@@ -4,9 +4,12 @@ Per group of questions, each phase is one batched model call (left padding + att
 
 - ``"targets"`` (I): the model names the target objects of every question by in-context
   learning (greedy generation on :func:`focus_modules.targets.target_prompt`).
-- ``"relevance"`` (II-IV): one forward per (image, target) on the existence prompt over the
-  whole image, all in one call, reading value vectors with :class:`ValueCapture`; relevance
-  maps (:class:`RelevanceMap`) and ROI proposals (:class:`RoiProposer`).
+- ``"relevance"`` (II-IV): the existence prompt of every (image, target) over the whole
+  image, reading value vectors with :class:`ValueCapture`; relevance maps
+  (:class:`RelevanceMap`) and ROI proposals (:class:`RoiProposer`). A question with several
+  targets encodes its image once: one prefix pass over the shared tokens, then one short pass
+  per target on a copy of its KV cache (:mod:`focus_modules.prefix_reuse`); at most three
+  batched calls per group (single-target questions, prefixes, suffixes).
 - ``"verify"`` (V): existence confidence (Eq. 5) of ROI crops: the top ``n_steps`` ROIs of
   every type-1 target, every ROI of type-2 targets; then the overrun rounds (C.1).
 - ``"answer"`` (VI): greedy generation on the final view built by the adapter (A.5), or
@@ -17,6 +20,9 @@ the model processed (A.2 counts one FP per call of the model on one prompt), so 
 not depend on how questions are batched. Questions given the same ``search_keys`` entry (the
 same image and question with rotated options, as HR-Bench's) share one search (steps I-V):
 the passes are counted where they were spent, on the first of them.
+With prefix reuse the prefix pass and each target's
+suffix pass count as one each (``1 + T`` for ``T >= 2`` targets instead of ``T``), while the
+tokens the model processed (``FocusResult.tokens``) drop to one image plus ``T`` suffixes.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ from torch import Tensor
 
 from focus_modules import targets as target_text
 from focus_modules.adapters import ModelAdapter, Selection, adapter_for
-from focus_modules.adapters.base import Encoding, FinalView, OPTION_LETTERS
+from focus_modules.adapters.base import Batch, Encoding, FinalView, OPTION_LETTERS
 from focus_modules.adapters.views import Box, crop, load_rgb
 from focus_modules.config import ANSWER_SCHEMES, FocusConfig
 from focus_modules.modules.existence import ExistenceScorer
 from focus_modules.modules.relevance_map import RelevanceMap
 from focus_modules.modules.roi_proposer import RoiProposer
 from focus_modules.modules.value_capture import ValueCapture
+from focus_modules.prefix_reuse import capture_existence_values
 
 PHASES = ("targets", "relevance", "verify", "answer")
 METHODS = ("focus", "vanilla")
@@ -71,8 +78,11 @@ class FocusResult:
         relevance_maps: per target, the ``(h, w)`` float32 relevance map (CPU).
         map_extents: per target, the ``(x1, y1, x2, y2)`` pixels of the original image that
             the whole map covers (beyond the image where the model's view is padded).
-        forward_passes: phase -> number of prompts of this question the model processed.
-        timings: phase -> seconds (a batched call's time is shared by its prompts).
+        forward_passes: phase -> number of prompts of this question the model processed
+            (with prefix reuse, the shared prefix and each target's suffix count as one each).
+        tokens: phase -> prompt tokens of this question the model processed (padding and
+            generated tokens not counted).
+        timings: phase -> seconds (a batched call's time is shared by its forward passes).
         method: "focus" or "vanilla".
         target_source: "given" (``targets=`` argument), "model" (step I), "keywords" (the
             reply could not be parsed; noun phrases of the question), "none" (no target
@@ -95,6 +105,7 @@ class FocusResult:
     relevance_maps: list[Tensor] = field(default_factory=list)
     map_extents: list[Box] = field(default_factory=list)
     forward_passes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     method: str = "focus"
     target_source: str = "none"
@@ -134,6 +145,16 @@ class FocusWrapper:
         adapter: a :class:`ModelAdapter` instance to use instead of the registry's choice.
         max_new_tokens: generation budget of the final answer.
         target_max_new_tokens: generation budget of step I.
+        reuse_prefix: encode each image once per question in the relevance pass (one prefix
+            pass, then a short pass per target on a copy of the KV cache); the maps equal one
+            full pass per target up to floating-point rounding. ``False``: one full pass each.
+        compile: ``torch.compile`` the language model in place (``True``, or a dict of
+            ``torch.compile`` keyword arguments, e.g. ``{"backend": "eager"}``; ``dynamic=True``
+            unless given). The value-capture hooks are attached before compiling and stay (see
+            :class:`ValueCapture`), and every batch is left-padded to a multiple of ``bucket``
+            tokens so that new questions rarely bring new shapes (recompiles). Results equal
+            eager up to floating-point rounding.
+        bucket: the sequence-length bucket (tokens) used with ``compile``.
 
     Example:
         >>> fw = FocusWrapper(model, processor, FocusConfig.preset("llava-1.5", dataset="vstar"))
@@ -149,6 +170,9 @@ class FocusWrapper:
         adapter: ModelAdapter | None = None,
         max_new_tokens: int = 64,
         target_max_new_tokens: int = 32,
+        reuse_prefix: bool = True,
+        compile: bool | dict = False,
+        bucket: int = 64,
     ) -> None:
         self.model = model
         self.adapter = adapter if adapter is not None else adapter_for(model, processor)
@@ -156,9 +180,24 @@ class FocusWrapper:
         self.config.check_layers(self.adapter.num_layers())
         self.max_new_tokens = max_new_tokens
         self.target_max_new_tokens = target_max_new_tokens
+        self.reuse_prefix = reuse_prefix
+        self.capture = ValueCapture(model, self.config.layers, decoder_layers=self.adapter.decoder_layers())
+        if compile:
+            self._compile({"dynamic": True, **({} if compile is True else compile)}, bucket)
         self.scorer = ExistenceScorer(*self.adapter.yes_no_ids())
         self.relevance = RelevanceMap()
         self.proposer = RoiProposer.from_config(self.config)
+
+    def _compile(self, options: dict, bucket: int) -> None:
+        """Compile the language model (the module that runs the decoder layers) in place
+        (``nn.Module.compile``), with the capture hooks attached first and kept."""
+        if not isinstance(bucket, int) or bucket < 1:
+            raise ValueError(f"bucket must be a positive int, got {bucket!r}")
+        layers = self.adapter.decoder_layers()
+        language_model = next(m for m in self.model.modules() if getattr(m, "layers", None) is layers)
+        self.capture.attach()
+        language_model.compile(**options)
+        self.adapter.pad_to_multiple_of = bucket
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -343,13 +382,23 @@ class FocusWrapper:
     # --- phase helpers ----------------------------------------------------------------------------
 
     @staticmethod
-    def _account(phase: str, owners: list[_Job], start: float) -> None:
-        """Charge one batched call (begun at ``start``) to its prompts' questions: one forward
-        pass per prompt, and the elapsed time shared equally by the prompts."""
+    def _account(phase: str, owners: list[_Job], start: float, batch: Batch) -> None:
+        """Charge one batched call (begun at ``start``) on ``batch`` to its prompts' questions:
+        one forward pass and the prompt's tokens per prompt, and the elapsed time shared
+        equally by the prompts."""
+        lengths = batch.inputs["attention_mask"].sum(-1).tolist()
+        FocusWrapper._charge(phase, [(job, 1, n) for job, n in zip(owners, lengths)], start)
+
+    @staticmethod
+    def _charge(phase: str, charges: list[tuple[_Job, int, int]], start: float) -> None:
+        """Charge ``(job, forward passes, tokens)`` items for the work begun at ``start``; the
+        elapsed time is shared in proportion to the forward passes."""
         seconds = time.perf_counter() - start
-        for job in owners:
-            job.result.forward_passes[phase] += 1
-            job.result.timings[phase] += seconds / len(owners)
+        total = sum(passes for _, passes, _ in charges)
+        for job, passes, tokens in charges:
+            job.result.forward_passes[phase] += passes
+            job.result.tokens[phase] += tokens
+            job.result.timings[phase] += seconds * passes / total
 
     # --- step I: targets and question type ------------------------------------------------------
 
@@ -359,8 +408,9 @@ class FocusWrapper:
         if asking:
             start = time.perf_counter()
             prompts = [self.adapter.encode_text(self.adapter.target_prompt(job.question)) for job in asking]
-            replies = self.adapter.generate(self.adapter.collate(prompts), self.target_max_new_tokens)
-            self._account("targets", asking, start)
+            batch = self.adapter.collate(prompts)
+            replies = self.adapter.generate(batch, self.target_max_new_tokens)
+            self._account("targets", asking, start, batch)
         reply_of = dict(zip(map(id, asking), replies))
         for job in group:
             if job.given_targets is not None:
@@ -379,13 +429,13 @@ class FocusWrapper:
     def _relevance(self, jobs: list[_Job]) -> None:
         start = time.perf_counter()
         pairs = [(job, t) for job in jobs for t in range(len(job.result.targets))]
-        encodings = [self.adapter.encode_existence(job.image, job.result.targets[t]) for job, t in pairs]
-        batch = self.adapter.collate(encodings)
-        with ValueCapture(self.model, self.config.layers, decoder_layers=self.adapter.decoder_layers()) as capture:
-            self.adapter.last_logits(batch)
-            values = capture.values
-        target_idx, visual_idx, grid_hw, valid = self._map_indices(encodings, batch.offsets, values.device)
-        maps = self.relevance(values, target_idx, visual_idx, grid_hw, batch.inputs["attention_mask"])
+        encodings = [enc for job in jobs for enc in self.adapter.encode_existence_targets(job.image, job.result.targets)]
+        with self.capture as capture:
+            captured = capture_existence_values(self.adapter, capture, encodings, [id(job) for job, _ in pairs],
+                                                reuse_prefix=self.reuse_prefix)
+        values = captured.values
+        target_idx, visual_idx, grid_hw, valid = self._map_indices(encodings, captured.offsets, values.device)
+        maps = self.relevance(values, target_idx, visual_idx, grid_hw, captured.attention_mask)
         rois = self.proposer(maps, grid_hw, valid_mask=valid)
         for p, ((job, t), enc) in enumerate(zip(pairs, encodings)):
             h, w = enc.grid_hw
@@ -398,7 +448,8 @@ class FocusWrapper:
             scores = rois.scores[p][keep].tolist()
             job.result.rois.append([Roi(tuple(box), float(s)) for box, s in zip(pixels.tolist(), scores)])
             job.verified.append(0)
-        self._account("relevance", [job for job, _ in pairs], start)
+        searched = list({id(job): job for job, _ in pairs}.values())  # capture's question order
+        self._charge("relevance", list(zip(searched, captured.passes, captured.tokens)), start)
 
     @staticmethod
     def _map_indices(encodings: list[Encoding], offsets: list[int], device):
@@ -454,11 +505,12 @@ class FocusWrapper:
             self.adapter.encode_existence(crop(job.image, job.result.rois[t][r].box), job.result.targets[t])
             for job, t, r in work
         ]
-        confidence = self.scorer(self.adapter.last_logits(self.adapter.collate(encodings))).tolist()
+        batch = self.adapter.collate(encodings)
+        confidence = self.scorer(self.adapter.last_logits(batch)).tolist()
         for (job, t, r), c in zip(work, confidence):
             job.result.rois[t][r].confidence = float(c)
             job.verified[t] = max(job.verified[t], r + 1)
-        self._account("verify", [job for job, _, _ in work], start)
+        self._account("verify", [job for job, _, _ in work], start, batch)
 
     @staticmethod
     def _rank(rois: list[Roi]) -> list[Roi]:
@@ -499,8 +551,9 @@ class FocusWrapper:
             else self.adapter.encode_answer(view, job.question, job.options)
             for job, view in zip(group, views)
         ]
-        answers = self.adapter.generate(self.adapter.collate(encodings), self.max_new_tokens)
-        self._account("answer", group, start)
+        batch = self.adapter.collate(encodings)
+        answers = self.adapter.generate(batch, self.max_new_tokens)
+        self._account("answer", group, start, batch)
         for job, text in zip(group, answers):
             job.result.answer = text
 
@@ -513,8 +566,9 @@ class FocusWrapper:
                 encodings.append(encoding)
                 lengths.append(length)
                 owners.append(job)
-        scores = self.adapter.statement_log_likelihoods(self.adapter.collate(encodings), lengths).tolist()
-        self._account("answer", owners, start)
+        batch = self.adapter.collate(encodings)
+        scores = self.adapter.statement_log_likelihoods(batch, lengths).tolist()
+        self._account("answer", owners, start, batch)
         for job in group:
             mine = [score for owner, score in zip(owners, scores) if owner is job]
             job.result.option_scores = mine

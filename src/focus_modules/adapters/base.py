@@ -109,15 +109,8 @@ class FinalView:
 
 
 def patch_grid_size(vision_config) -> int:
-    """Tokens per side of one vision-encoder view: ``image_size // patch_size``.
-
-    Raises:
-        ValueError: if the image size is not a whole number of patches.
-    """
-    if vision_config.image_size % vision_config.patch_size:
-        raise ValueError(
-            f"vision image_size {vision_config.image_size} is not a multiple of patch_size {vision_config.patch_size}"
-        )
+    """Tokens per side of one vision-encoder view: ``image_size // patch_size``, rounded down
+    as the patch convolution does (SigLIP-384/14: 27 patches cover 378 of the 384 pixels)."""
     return vision_config.image_size // vision_config.patch_size
 
 
@@ -144,6 +137,9 @@ class ModelAdapter(ABC):
         self.model = model
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
+        #: :meth:`collate` pads every batch to a multiple of this many tokens (sequence-length
+        #: buckets, so that a compiled model sees few distinct shapes).
+        self.pad_to_multiple_of = 1
 
     # --- model structure -------------------------------------------------------------------
 
@@ -233,6 +229,11 @@ class ModelAdapter(ABC):
         """The existence prompt on ``image`` (the whole image in step II, an ROI crop in step
         V), with target positions, visual positions, grid, valid cells and map extent."""
 
+    def encode_existence_targets(self, image: Image.Image, targets: Sequence[str]) -> list[Encoding]:
+        """:meth:`encode_existence` for several targets on one image (step II); adapters whose
+        image preprocessing does not depend on the text override it to preprocess once."""
+        return [self.encode_existence(image, target) for target in targets]
+
     @abstractmethod
     def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:
         """The final prompt on the final view's image(s), ready for generation."""
@@ -253,9 +254,10 @@ class ModelAdapter(ABC):
         return Encoding(ids, prompt.model_inputs, token_inputs=token_inputs), len(tail)
 
     def collate(self, encodings: Sequence[Encoding]) -> Batch:
-        """Left-pad ``input_ids`` (with :attr:`pad_token_id`) and build ``attention_mask``;
-        left-pad every ``token_inputs`` entry with 0; concatenate every other model input along
-        dim 0; move to the model's device (floating inputs to its dtype)."""
+        """Left-pad ``input_ids`` (with :attr:`pad_token_id`) to the longest prompt, rounded up
+        to :attr:`pad_to_multiple_of`, and build ``attention_mask``; left-pad every
+        ``token_inputs`` entry with 0; concatenate every other model input along dim 0; move to
+        the model's device (floating inputs to its dtype)."""
         if not encodings:
             raise ValueError("collate needs at least one encoding")
         length = max(e.input_ids.numel() for e in encodings)
@@ -263,6 +265,7 @@ class ModelAdapter(ABC):
         if context is not None and length > context:
             raise ValueError(f"a prompt of {length} tokens (text and image tokens) exceeds the model's context of "
                              f"{context} tokens; shorten the question or its options")
+        length = self.bucketed(length)
         ids = torch.full((len(encodings), length), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(encodings), length), dtype=torch.long)
         offsets = []
@@ -282,6 +285,11 @@ class ModelAdapter(ABC):
         device, dtype = self.device, self.dtype
         inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
         return Batch(inputs, offsets)
+
+    def bucketed(self, length: int) -> int:
+        """``length`` rounded up to a multiple of :attr:`pad_to_multiple_of`."""
+        step = self.pad_to_multiple_of
+        return -(-length // step) * step
 
     @property
     def context_length(self) -> int | None:
@@ -320,6 +328,20 @@ class ModelAdapter(ABC):
             log_probs = logits[p, keep - 1 - n: keep - 1].float().log_softmax(-1)  # position i predicts i + 1
             scores.append(log_probs.gather(-1, ids[p, -n:, None]).mean())
         return torch.stack(scores)
+
+    def forward_on_cache(self, inputs: dict[str, Tensor], cache) -> None:
+        """One forward pass that appends its keys and values to ``cache`` (a ``DynamicCache``,
+        empty or holding the tokens in front of ``inputs``); only the last position's logits
+        are computed where the model supports it (they are not returned)."""
+        params = inspect.signature(self.model.forward).parameters
+        name = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
+        self.model(**inputs, **{name: cache}, use_cache=True, **self._keep_last_logits())
+
+    def suffix_position_ids(self, prefix: Batch, rows: Tensor, length: int) -> Tensor | None:
+        """Position ids of ``length`` tokens that continue the rows ``rows`` of the ``prefix``
+        batch on its KV cache, or ``None`` when the model counts on from the cache length (1-D
+        positions, as the prefix itself was numbered from its first, padded, column)."""
+        return None
 
     def generate(self, batch: Batch, max_new_tokens: int) -> list[str]:
         """Greedy generation; the new text of each prompt, special tokens removed, stripped."""

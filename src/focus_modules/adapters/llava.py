@@ -192,20 +192,30 @@ class LlavaAdapter(ModelAdapter):
         return Encoding(ids)
 
     def encode_existence(self, image: Image.Image, target: str) -> Encoding:
+        return self.encode_existence_targets(image, [target])[0]
+
+    def encode_existence_targets(self, image: Image.Image, targets: Sequence[str]) -> list[Encoding]:
+        """The image is padded, preprocessed and its cells mapped once for all targets (on a
+        4K image the image processor takes seconds on a CPU; the prompts differ only in text)."""
         square, geometry = self.prepare_image(image)
-        text, offset = self.existence_prompt(target)
-        ids, (block,), target_positions = self._tokenize(text, [square], (offset, offset + len(target)))
-        start = block + self.num_prefix_tokens
+        pixels = self.pixel_values([square])
+        valid = self.valid_cells(geometry)
         a = self.grid_size
-        return Encoding(
-            ids,
-            {"pixel_values": self.pixel_values([square])},
-            target_positions=torch.tensor(target_positions, dtype=torch.long),
-            visual_positions=torch.arange(start, start + a * a),
-            grid_hw=(a, a),
-            valid_cells=self.valid_cells(geometry),
-            geometry=geometry,
-        )
+        encodings = []
+        for target in targets:
+            text, offset = self.existence_prompt(target)
+            ids, (block,), target_positions = self._tokenize(text, [square], (offset, offset + len(target)))
+            start = block + self.num_prefix_tokens
+            encodings.append(Encoding(
+                ids,
+                {"pixel_values": pixels},
+                target_positions=torch.tensor(target_positions, dtype=torch.long),
+                visual_positions=torch.arange(start, start + a * a),
+                grid_hw=(a, a),
+                valid_cells=valid,
+                geometry=geometry,
+            ))
+        return encodings
 
     def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:
         squares = [self.prepare_image(image)[0] for image in view.images]

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from focus_modules.adapters.base import Batch
 from focus_modules.adapters.multi_image import LocalGrid, MultiImageAdapter
 from focus_modules.ops.boxes import CellGeometry
 
@@ -69,6 +70,22 @@ class Qwen2_5_VLAdapter(MultiImageAdapter):
 
     def processor_kwargs(self) -> dict:
         return {"do_resize": False}
+
+    def suffix_position_ids(self, prefix: Batch, rows: Tensor, length: int) -> Tensor:
+        """M-RoPE positions ``[3, len(rows), length]`` of text that continues an existence
+        prompt's prefix (one image each). The model numbers a prompt's real tokens from 0 and an
+        image block of ``t x h x w`` merged tokens advances the position by ``max(t, h, w)``
+        while it takes ``t * h * w`` tokens, so the next text position is the prefix's real
+        length plus ``max(t, h, w) - t * h * w``; text positions are equal on all three axes."""
+        mask = prefix.inputs["attention_mask"]
+        thw = prefix.inputs["image_grid_thw"].to(mask.device)
+        if thw.shape[0] != mask.shape[0]:
+            raise ValueError(f"expected one image per prefix, got {thw.shape[0]} images for {mask.shape[0]} prompts")
+        merged = thw // torch.tensor([1, self.merge_size, self.merge_size], device=thw.device)
+        delta = merged.amax(-1) - merged.prod(-1)
+        start = mask.sum(-1) + delta
+        positions = start[rows, None] + torch.arange(length, device=mask.device)
+        return positions[None].expand(3, -1, -1)
 
     def local_grid(self, image: Image.Image, model_inputs: dict[str, Tensor]) -> LocalGrid:
         width, height = image.size

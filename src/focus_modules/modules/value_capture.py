@@ -66,7 +66,15 @@ class ValueCapture:
     Hooks go only on the selected layers' ``self_attn.v_proj`` and are removed on exit, even
     when the forward raises. Every forward inside the context overwrites one preallocated
     ``[B, L, N, H_kv * D]`` buffer (reallocated only when ``B`` or ``N`` change), so
-    :attr:`values` holds the last forward's values.
+    :attr:`values` holds the last forward's values. The buffer lives on the device of the first
+    selected layer; values of layers on other devices (a model split with ``device_map``) are
+    copied into it.
+
+    Under ``torch.compile``, call :meth:`attach` once before the model's first compiled call:
+    the hooks then stay on the model and record only inside the context. (Dynamo does not
+    guard on module hooks, so hooks added or removed after a module was compiled would be
+    ignored.) Inside a compiled graph a hook only keeps a reference to its output, which is
+    written to the buffer when the values are read, so the hooks cause no graph break.
 
     Args:
         model: the (multimodal) HF model; its decoder layers are found with
@@ -97,34 +105,72 @@ class ValueCapture:
         self._buffer: Tensor | None = None
         self._written: list[bool] = [False] * (end - start)
         self._handles: list = []
+        self._attached = False  # hooks kept between contexts (attach)
+        self._recording = False
+        self._pending: list[tuple[int, Tensor]] = []  # outputs seen inside a compiled graph
+
+    def attach(self) -> ValueCapture:
+        """Put the hooks on the model until :meth:`detach` (they record only inside the
+        context); for models run under ``torch.compile``."""
+        if not self._handles:
+            self._register()
+        self._attached = True
+        return self
+
+    def detach(self) -> None:
+        """Remove hooks kept by :meth:`attach`."""
+        self._attached = False
+        if not self._recording:
+            self._remove()
 
     def __enter__(self) -> ValueCapture:
-        if self._handles:
+        if self._recording:
             raise RuntimeError("ValueCapture is already active")
+        if not self._handles:
+            self._register()
+        self._recording = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._recording = False
+        self._pending.clear()
+        if not self._attached:
+            self._remove()
+
+    def _register(self) -> None:
         start, end = self.layers
         for slot, index in enumerate(range(start, end)):
             v_proj = _value_projection(self.decoder_layers[index])
             self._handles.append(v_proj.register_forward_hook(self._make_hook(slot)))
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def _remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
 
     def _make_hook(self, slot: int):
         def hook(module: nn.Module, args, output: Tensor) -> None:
-            if slot == 0:  # the first selected layer starts a new forward
-                self._begin_forward(output)
-            elif self._buffer is None or output.shape != self._buffer[:, slot].shape:
-                raise RuntimeError(
-                    f"value capture: layer {self.layers[0] + slot} produced {tuple(output.shape)} but the "
-                    f"forward started with {None if self._buffer is None else tuple(self._buffer[:, 0].shape)}"
-                )
-            self._buffer[:, slot].copy_(output.detach())
-            self._written[slot] = True
+            if not self._recording:
+                return
+            if torch.compiler.is_compiling():
+                # traced into a compiled graph: keep a reference (a graph output), written to
+                # the buffer when the values are read, so the graph needs no break
+                self._pending.append((slot, output))
+            else:
+                self._write(slot, output)
 
         return hook
+
+    def _write(self, slot: int, output: Tensor) -> None:
+        if slot == 0:  # the first selected layer starts a new forward
+            self._begin_forward(output)
+        elif self._buffer is None or output.shape != self._buffer[:, slot].shape:
+            raise RuntimeError(
+                f"value capture: layer {self.layers[0] + slot} produced {tuple(output.shape)} but the "
+                f"forward started with {None if self._buffer is None else tuple(self._buffer[:, 0].shape)}"
+            )
+        self._buffer[:, slot].copy_(output.detach())
+        self._written[slot] = True
 
     def _begin_forward(self, output: Tensor) -> None:
         if output.dim() != 3:
@@ -137,14 +183,23 @@ class ValueCapture:
         self._written = [False] * shape[1]
 
     @property
-    def values(self) -> Tensor:
-        """``[B, L, N, H_kv, D]`` values of the last forward (a view of the buffer)."""
+    def raw_values(self) -> Tensor:
+        """``[B, L, N, H_kv * D]`` values of the last forward (the buffer itself; the next
+        forward inside the context overwrites it)."""
+        pending, self._pending = self._pending, []
+        for slot, output in pending:
+            self._write(slot, output)
         if self._buffer is None:
             raise RuntimeError("no forward pass has run inside the ValueCapture context")
         missing = [self.layers[0] + i for i, done in enumerate(self._written) if not done]
         if missing:
             raise RuntimeError(f"decoder layers {missing} did not run in the last forward pass")
-        return rearrange(self._buffer, "b l n (h d) -> b l n h d", d=self.head_dim)
+        return self._buffer
+
+    @property
+    def values(self) -> Tensor:
+        """``[B, L, N, H_kv, D]`` values of the last forward (a view of the buffer)."""
+        return rearrange(self.raw_values, "b l n (h d) -> b l n h d", d=self.head_dim)
 
     def __repr__(self) -> str:
-        return f"ValueCapture(layers={self.layers}, head_dim={self.head_dim}, active={bool(self._handles)})"
+        return f"ValueCapture(layers={self.layers}, head_dim={self.head_dim}, active={self._recording})"
