@@ -4,9 +4,8 @@ The image is a held-out synthetic scene drawn from a fixed seed (the generator i
 so every install draws the same pixels; no image file is needed), stored and decoded as JPEG as
 the benchmark's images are. The model is the tiny LLaVA-1.5 trained on synthetic small-object
 VQA that ships inside the package (``focus_modules/assets/tiny-focus-llava``, see its model
-card). The default scene was picked as one where vanilla is wrong and FOCUS is right; the
-held-out benchmark's measured rates, printed beside it, are the evidence, and the command that
-reproduces them is printed too. The picture ``focus_demo.png`` shows the image with the chosen
+card). One scene proves nothing either way: the held-out benchmark's measured rates, printed
+beside it, are the evidence, and the command that reproduces them is printed too. The picture ``focus_demo.png`` shows the image with the chosen
 ROIs and each target's relevance map as a heat map.
 """
 
@@ -17,7 +16,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-# The default scene: vanilla answers it wrongly and FOCUS rightly with the shipped checkpoint.
+# The default scene (not picked for its outcome).
 DEMO_SCENE = 0
 # The held-out benchmark's summary, written beside the checkpoint by the benchmark script.
 BENCHMARK_FILE = "heldout_benchmark.json"
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     options = [question.options[i] for i in order]
     correct = OPTION_LETTERS[list(order).index(0)]
 
-    config = tiny_focus_config(args.n_steps)
+    config = tiny_focus_config(args.n_steps, checkpoint)
     wrapper = FocusWrapper(model, processor, config)
     width, height = scene.size
     print(f"Image: synthetic scene {args.scene}, {width}x{height} px (objects of 28-52 px, each with a small "

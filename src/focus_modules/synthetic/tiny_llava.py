@@ -59,9 +59,6 @@ def build_tokenizer(vocab: list[str], specials: Iterable[str] = SPECIAL_TOKENS, 
 # The checkpoint trained by ``python -m focus_modules.synthetic.train`` and shipped in the
 # package (model card: its README.md).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "tiny-focus-llava"
-# Decoder layers whose values build the relevance map: the last half of the 6-layer LM, as the
-# paper's "last 25-60 %" advice (A.3) for a model outside Table 7.
-FOCUS_LAYERS = (3, 6)
 
 
 def load_tiny_focus_llava(path: str | Path = SHIPPED_CHECKPOINT):
@@ -76,9 +73,11 @@ def load_tiny_focus_llava(path: str | Path = SHIPPED_CHECKPOINT):
     return model, AutoProcessor.from_pretrained(path)
 
 
-def tiny_focus_config(n_steps: int = 8):
-    """FocusConfig for the tiny model: LLaVA-1.5's V*Bench preset (Table 7) with
-    :data:`FOCUS_LAYERS`."""
-    from focus_modules.config import FocusConfig
+def tiny_focus_config(n_steps: int = 8, path: str | Path = SHIPPED_CHECKPOINT):
+    """FocusConfig for a tiny checkpoint: LLaVA-1.5's V*Bench preset (Table 7) with the
+    checkpoint's own ``focus_config.json`` (the decoder layers its model card chose on
+    validation scenes)."""
+    from focus_modules.config import FocusConfig, read_model_settings
 
-    return FocusConfig.preset("llava-1.5", dataset="vstar", n_steps=n_steps, layers=FOCUS_LAYERS)
+    settings = {k: v for k, v in read_model_settings(path).items() if k != "n_steps"}
+    return FocusConfig.preset("llava-1.5", dataset="vstar", n_steps=n_steps, **settings)
