@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from focus_modules import FocusWrapper
-from focus_modules.synthetic.heldout import heldout_items
+from focus_modules.synthetic import make_scene
+from focus_modules.synthetic.heldout import REGRESSION_SEED
 from focus_modules.synthetic.tiny_llava import load_tiny_focus_llava, tiny_focus_config
 
 FP32_EPS = torch.finfo(torch.float32).eps
@@ -38,8 +39,9 @@ def test_collate_pads_to_the_bucket(tiny_llava):
 def test_compiled_wrapper_equals_eager_on_the_shipped_tiny_model():
     # One question with two given targets (prefix reuse under compile): each kind of model call
     # (prefix, suffix, verify, answer prefill and decoding) is one graph to capture.
-    [item] = heldout_items({"spatial": 1})
-    images, questions, options = [item.image], [item.question.question], [item.options]
+    scene = make_scene((REGRESSION_SEED, 1, 0))
+    question = scene.questions_of("spatial")[0]
+    images, questions, options = [scene.image], [question.question], [list(question.options)]
     targets = [["red car", "white truck"]]
     config = tiny_focus_config(n_steps=1)
     model, processor = load_tiny_focus_llava()

@@ -72,7 +72,8 @@ def regression_run(tmp_path_factory):
     for method in ("vanilla", "focus"):
         out = root / f"{method}.jsonl"
         assert cli.main(["eval", "--model", str(SHIPPED_CHECKPOINT), "--dataset", "vstar", "--data",
-                         str(root / "data"), "--method", method, "--n-steps", "2", "--batch-size", "8",
+                         str(root / "data"), "--categories", "all", "--method", method, "--n-steps", "2",
+                         "--batch-size", "8",
                          "--device", "cpu", "--out", str(out)]) == 0
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         summaries[method] = (json.loads(out.with_suffix(".summary.json").read_text()), rows)
@@ -104,7 +105,7 @@ def test_focus_demo_command(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Question: What is the mark color of the" in printed
     assert "vanilla:" in printed and "FOCUS (n_steps=2):" in printed and "visual search" in printed
-    assert "Measured on" in printed and "Reproduce:" in printed
+    assert "Measured on" in printed and "Reproduce (CHECKPOINT=" in printed and "focus eval" in printed
     from PIL import Image
 
     with Image.open(out) as picture:

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     wrapper = FocusWrapper(model, processor, config)
     width, height = scene.size
     print(f"Image: synthetic scene {args.scene}, {width}x{height} px (objects of 28-52 px, each with a small "
-          "centred mark; the mark is below one model pixel in the whole-image view)")
+          "centred mark of about one model pixel in the whole-image view)")
     print(f"Question: {question.question}")
     for letter, option in zip(OPTION_LETTERS, options):
         print(f"  ({letter}) {option}" + ("   <- correct" if letter == correct else ""))
@@ -104,7 +104,7 @@ def print_benchmark(path: Path) -> None:
     for row in bench["rows"]:
         cells = ", ".join(f"{family} {acc:.1f} %" for family, acc in row["accuracy"].items())
         print(f"  {row['method']:>18}: {cells}; search forward passes {row['fp_search_mean']:.2f}")
-    print("Reproduce:")
+    print(f"Reproduce (CHECKPOINT={path.parent}; or python benchmarks/tiny_model_heldout.py in the repository):")
     for command in bench["commands"]:
         print(f"  {command}")
 

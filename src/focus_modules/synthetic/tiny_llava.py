@@ -56,7 +56,7 @@ def build_tokenizer(vocab: list[str], specials: Iterable[str] = SPECIAL_TOKENS, 
     )
 
 
-# The checkpoint trained by ``python -m focus_modules.synthetic.train`` and shipped in the
+# The checkpoint trained by ``examples/tiny_model/train.py`` (in the repository) and shipped in the
 # package (model card: its README.md).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "tiny-focus-llava"
 
