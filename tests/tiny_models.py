@@ -199,7 +199,7 @@ def build_tiny_onevision(
     text = Qwen2Config(
         vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-        max_position_embeddings=4096, initializer_range=0.1, pad_token_id=vocab["<|endoftext|>"],
+        max_position_embeddings=32768, initializer_range=0.1, pad_token_id=vocab["<|endoftext|>"],
         eos_token_id=vocab["<|im_end|>"],
     )
     config = LlavaOnevisionConfig(
