@@ -25,11 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from focus_modules.config import ANSWER_SCHEMES, DATASETS, PROTOCOLS, FocusConfig, read_model_settings
+from focus_modules.config import ANSWER_SCHEMES, DATASETS, METHODS, PROTOCOLS, FocusConfig, read_model_settings
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
-METHODS = ("focus", "vanilla")
 
 
 # ------------------------------------------------------------------------- config overrides

@@ -17,6 +17,8 @@ PRESET_LAYERS = {"llava-1.5": (14, 32), "llava-onevision": (21, 28), "qwen2.5-vl
                  "internvl": (14, 28), "gemma3": (17, 34)}
 # Families whose map is one fixed-size global view (LLaVA-1.5's proposal settings, no smoothing).
 GLOBAL_VIEW_FAMILIES = ("llava-1.5", "gemma3")
+# What a question is answered with: FOCUS, or the plain model on the whole image.
+METHODS = ("focus", "vanilla")
 # Step VI: generate the option letter (A.2, the paper's results) or logits matching (C.5).
 ANSWER_SCHEMES = ("generate", "logits")
 # Prompt and option order of `focus eval`: the paper's (A.2) or lmms-eval's (focus_modules.eval.protocols).

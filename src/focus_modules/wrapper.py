@@ -39,7 +39,7 @@ from focus_modules import targets as target_text
 from focus_modules.adapters import ModelAdapter, Selection, adapter_for
 from focus_modules.adapters.base import Batch, Encoding, FinalView, OPTION_LETTERS
 from focus_modules.adapters.views import Box, crop, load_rgb
-from focus_modules.config import ANSWER_SCHEMES, FocusConfig
+from focus_modules.config import ANSWER_SCHEMES, METHODS, FocusConfig
 from focus_modules.modules.existence import ExistenceScorer
 from focus_modules.modules.relevance_map import RelevanceMap
 from focus_modules.modules.roi_proposer import RoiProposer
@@ -47,7 +47,6 @@ from focus_modules.modules.value_capture import ValueCapture
 from focus_modules.prefix_reuse import capture_existence_values
 
 PHASES = ("targets", "relevance", "verify", "answer")
-METHODS = ("focus", "vanilla")
 
 
 @dataclass

@@ -37,11 +37,13 @@ from typing import Any
 
 from PIL import Image
 
+from focus_modules.adapters.base import OPTION_LETTERS as ADAPTER_OPTION_LETTERS
 from focus_modules.config import DATASETS
 from focus_modules.eval.images import ImageDecodeError, decode_image_bytes, load_image_file, read_image_size
 from focus_modules.eval.tsv import TsvTable
 
-OPTION_LETTERS = "ABCDEFGH"
+# Benchmark questions have 2 to 8 options, lettered as the adapters letter them.
+OPTION_LETTERS = ADAPTER_OPTION_LETTERS[:8]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 # V*Bench folder -> category name used in reports (Table 10: Attr, Spatial). These two folders

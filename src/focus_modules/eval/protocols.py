@@ -21,10 +21,9 @@ import re
 from collections.abc import Sequence
 
 from focus_modules.config import PROTOCOLS
+from focus_modules.eval.datasets import OPTION_LETTERS
 
 __all__ = ["PROTOCOLS", "lmms_eval_letter", "lmms_eval_prompt"]
-
-OPTION_LETTERS = "ABCDEFGH"
 
 # lmms-eval's instructions, verbatim.
 VSTAR_INSTRUCTION = "Answer with the option's letter from the given choices directly."

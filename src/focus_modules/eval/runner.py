@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from focus_modules import __version__
-from focus_modules.config import ANSWER_SCHEMES
+from focus_modules.config import ANSWER_SCHEMES, METHODS
 from focus_modules.eval.datasets import Question, multiple_choice_text
 from focus_modules.eval.distributed import Barrier, rank_and_world
 from focus_modules.eval.identity import identity_differences, identity_id
@@ -51,7 +51,6 @@ from focus_modules.eval.results import (
     write_json,
 )
 
-METHODS = ("focus", "vanilla")
 
 
 class Answerer(Protocol):

@@ -22,7 +22,7 @@ from PIL import Image
 
 from focus_modules.config import FocusConfig
 from focus_modules.integrations.harness import HarnessRequest, generate_until, generation_settings, question_for
-from focus_modules.wrapper import METHODS
+from focus_modules.config import METHODS
 
 MODEL_NAME = "focus"
 # lmms-eval's own default answer budget for a task that sets none (its llava_hf model's).
