@@ -38,7 +38,7 @@ from torch import Tensor
 from focus_modules import targets as target_text
 from focus_modules.adapters import ModelAdapter, Selection, adapter_for
 from focus_modules.adapters.base import Batch, Encoding, FinalView, OPTION_LETTERS
-from focus_modules.adapters.views import Box, crop, load_rgb
+from focus_modules.adapters.views import Box, clip_box, crop, load_rgb
 from focus_modules.config import ANSWER_SCHEMES, METHODS, FocusConfig
 from focus_modules.modules.existence import ExistenceScorer
 from focus_modules.modules.relevance_map import RelevanceMap
@@ -577,13 +577,7 @@ class FocusWrapper:
 def _clip_to_image(result: FocusResult, width: int, height: int) -> None:
     """Clip the result's boxes to the original image (ROIs may reach into the padding added by
     :meth:`ModelAdapter.fit_aspect_ratio`)."""
-
-    def clip(box: Box) -> Box:
-        x1, y1, x2, y2 = box
-        return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
-                min(max(y2, 0.0), height))
-
     for rois in result.rois:
         for roi in rois:
-            roi.box = clip(roi.box)
-    result.final_boxes = [clip(box) for box in result.final_boxes]
+            roi.box = clip_box(roi.box, width, height)
+    result.final_boxes = [clip_box(box, width, height) for box in result.final_boxes]

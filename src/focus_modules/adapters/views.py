@@ -81,6 +81,13 @@ def pixel_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, 
     return x1, y1, x2, y2
 
 
+def clip_box(box: Sequence[float], width: float, height: float) -> tuple[float, float, float, float]:
+    """A float xyxy box clipped to a ``width x height`` image (it may come out empty)."""
+    x1, y1, x2, y2 = box
+    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
+            min(max(y2, 0.0), height))
+
+
 def crop(image: Image.Image, box: Sequence[float]) -> Image.Image:
     """The pixels of ``box`` (float xyxy, rounded outwards)."""
     return image.crop(pixel_box(box, *image.size))

@@ -38,6 +38,7 @@ from typing import Any
 from PIL import Image
 
 from focus_modules.adapters.base import OPTION_LETTERS as ADAPTER_OPTION_LETTERS
+from focus_modules.adapters.views import clip_box
 from focus_modules.config import DATASETS
 from focus_modules.eval.images import ImageDecodeError, decode_image_bytes, load_image_file, read_image_size
 from focus_modules.eval.tsv import TsvTable
@@ -194,7 +195,7 @@ def read_vstar(root: str | Path, seed: int = 0, categories: str | Sequence[str] 
             image_path = images.get(meta_path.stem, meta_path.with_suffix(".jpg"))
             boxes = [_xywh_to_xyxy(box, meta_path) for box in meta.get("bbox", [])]
             size = read_image_size(image_path) if image_path.exists() else None
-            inside = [_clip_box(box, size) for box in boxes] if size else boxes
+            inside = [clip_box(box, *size) for box in boxes] if size else boxes
             clipped = sum(a != b for a, b in zip(boxes, inside))
             if clipped:
                 clipped_total += clipped
@@ -332,12 +333,6 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
                 raise ValueError(f"{folder} has two images for {path.stem}: {images[path.stem].name}, {path.name}")
             images[path.stem] = path
     return images
-
-
-def _clip_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[float, float, float, float]:
-    width, height = size
-    x1, y1, x2, y2 = box
-    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
 
 
 def _file_loader(path: Path) -> Callable[[], Image.Image]:
