@@ -41,9 +41,11 @@ MARK_WORD = "mark"
 OBJECT_CLASSES = {color: 1 + i for i, color in enumerate(COLORS)}
 MARK_CLASSES = {mark: 1 + len(COLORS) + i for i, mark in enumerate(MARK_COLORS)}
 NUM_CLASSES = 1 + len(COLORS) + len(MARK_COLORS)
-# ROI sides in map cells (the LLaVA-1.5 preset grows s_min=3 .. s_max=5), widened either way.
-ROI_CELLS = (2.5, 6.0)
-TIGHT_CELLS = (1.0, 2.5)
+# ROI-sized crops have sides of s_min - 0.5 .. s_max + 1 map cells (the sides FOCUS's proposals
+# grow between, widened either way); tight ones 1 .. s_min cells.
+ROI_WIDENING = (0.5, 1.0)
+TIGHT_SHARE = 0.3
+EXISTENCE_PER_ROUND = 8
 # Object-centred crops: crop side / object side.
 OBJECT_CONTEXT = (1.3, 5.0)
 TIGHT_CONTEXT = (1.2, 2.5)
@@ -122,12 +124,11 @@ def scene_class_words(scene: Scene, tokenizer) -> list[list[int]]:
     return groups
 
 
-def roi_box(box: Box, scene: Scene, rng: np.random.Generator, cells=None) -> Box:
-    """A square box of a few map cells (of the padded square) containing ``box`` at a random
-    place, shifted inside the image."""
+def roi_box(box: Box, scene: Scene, rng: np.random.Generator, cells: tuple[float, float]) -> Box:
+    """A square box of ``cells`` map cells (of the padded square; a uniform draw) containing
+    ``box`` at a random place, shifted inside the image."""
     width, height = scene.size
     cell = max(width, height) / GRID
-    cells = cells or (TIGHT_CELLS if rng.random() < 0.3 else ROI_CELLS)
     side = max(box[2] - box[0], box[3] - box[1], round(rng.uniform(*cells) * cell))
     side_w, side_h = min(side, width), min(side, height)
     x1 = int(rng.integers(max(0, box[2] - side_w), min(box[0], width - side_w) + 1))
@@ -135,15 +136,16 @@ def roi_box(box: Box, scene: Scene, rng: np.random.Generator, cells=None) -> Box
     return (x1, y1, x1 + side_w, y1 + side_h)
 
 
-def avoiding_roi(scene: Scene, avoid: list[Box], rng: np.random.Generator) -> Box | None:
-    """An ROI-sized box around some object or random place that touches no box of ``avoid``."""
+def avoiding_roi(scene: Scene, avoid: list[Box], rng: np.random.Generator, cells: tuple[float, float]) -> Box | None:
+    """A box of ``cells`` map cells around some object or random place that touches no box of
+    ``avoid``."""
     for _ in range(30):
         others = [o for o in scene.objects if o.box not in avoid]
         if others and rng.random() < 0.7:
-            box = roi_box(others[rng.integers(len(others))].box, scene, rng)
+            box = roi_box(others[rng.integers(len(others))].box, scene, rng, cells)
         else:
             width, height = scene.size
-            side = round(rng.uniform(*ROI_CELLS) * max(width, height) / GRID)
+            side = round(rng.uniform(*cells) * max(width, height) / GRID)
             side = min(side, width, height)
             x1, y1 = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
             box = (x1, y1, x1 + side, y1 + side)
@@ -172,6 +174,12 @@ class SampleMaker:
 
     def __init__(self, adapter: LlavaAdapter, config: FocusConfig):
         self.adapter, self.config = adapter, config
+        self.roi_cells = (max(1.0, config.s_min - ROI_WIDENING[0]), config.s_max + ROI_WIDENING[1])
+        self.tight_cells = (1.0, float(config.s_min))
+
+    def roi(self, box: Box, scene: Scene, rng: np.random.Generator) -> Box:
+        """An ROI-sized (sometimes tight) square box around ``box``."""
+        return roi_box(box, scene, rng, self.tight_cells if rng.random() < TIGHT_SHARE else self.roi_cells)
 
     def view(self, ts: TrainingScene, box: Box | None) -> View:
         if box is None:
@@ -196,8 +204,8 @@ class SampleMaker:
             views.append(self.view(ts, (x1, y1, x1 + side, y1 + side)))
         for obj in scene.objects:
             views.append(self.view(ts, context_crop_box([obj.box], scene.size, rng, OBJECT_CONTEXT, min_side=8)))
-            views.append(self.view(ts, roi_box(obj.box, scene, rng)))
-        views.append(self.view(ts, avoiding_roi(scene, [], rng)))
+            views.append(self.view(ts, self.roi(obj.box, scene, rng)))
+        views.append(self.view(ts, avoiding_roi(scene, [], rng, self.roi_cells)))
         return views
 
     def existence(self, ts: TrainingScene, rng: np.random.Generator, positive: bool, tight: bool = False):
@@ -208,7 +216,7 @@ class SampleMaker:
         obj = scene.objects[rng.integers(len(scene.objects))]
         if positive:
             box = (context_crop_box([obj.box], scene.size, rng, TIGHT_CONTEXT, min_side=8) if tight
-                   else roi_box(obj.box, scene, rng))
+                   else self.roi(obj.box, scene, rng))
             target = obj.name
         else:
             if rng.random() < 0.7:
@@ -225,7 +233,7 @@ class SampleMaker:
                 box = context_crop_box([others[rng.integers(len(others))].box], scene.size, rng, TIGHT_CONTEXT,
                                        min_side=8)
                 box = None if any(boxes_intersect(box, a) for a in avoid) else box
-            box = box or avoiding_roi(scene, avoid, rng)
+            box = box or avoiding_roi(scene, avoid, rng, self.roi_cells)
             if box is None:
                 return None
         view = self.view(ts, box)
@@ -237,7 +245,7 @@ class SampleMaker:
         if whole:
             view, fractions = FinalView([ts.pixels], "image", []), patch_fractions(self.adapter, ts.classes)
         else:
-            boxes = [[roi_box(b, ts.scene, rng)] for b in question.boxes]
+            boxes = [[self.roi(b, ts.scene, rng)] for b in question.boxes]
             if question.question_type == 2:
                 boxes = [[b[0] for b in boxes]]
             view, fractions = self.final_view(ts, Selection(question.question_type, boxes))
@@ -248,9 +256,9 @@ class SampleMaker:
 
     def instruction_samples(self, ts: TrainingScene, rng: np.random.Generator) -> list:
         """One scene's instruction data: step I for every question (text only, cheap; copying
-        the target phrase is learned late without it); existence questions on four ROI-sized
-        crops and two tight object crops; every attribute question on its ROI view (multiple
-        choice or open-ended) and open-ended on a tight crop around its object, where the mark
+        the target phrase is learned late without it); existence questions on six ROI-sized
+        crops and two tight object crops, half of them "No"; every attribute question on two ROI
+        views (multiple choice and open-ended) and open-ended on a tight crop around its object, where the mark
         spans several patches (without these the language model answers the mark from its
         prior and never learns to read it); one spatial and the counting question on their
         views; one multiple-choice question on the whole image."""
@@ -259,12 +267,13 @@ class SampleMaker:
         for question in scene.questions:
             samples.append((self.adapter.encode_text(self.adapter.target_prompt(question.question)),
                             step1_reply(question), None))
-        for i in range(6):
-            found = self.existence(ts, rng, positive=i % 2 == 0, tight=i >= 4)
+        for i in range(EXISTENCE_PER_ROUND):
+            found = self.existence(ts, rng, positive=i % 2 == 0, tight=i >= EXISTENCE_PER_ROUND - 2)
             if found is not None:
                 samples.append(found)
         for question in scene.questions_of("attribute"):
-            samples.append(self.answer(ts, question, rng, options=bool(rng.random() < 0.5)))
+            samples.append(self.answer(ts, question, rng, options=True))
+            samples.append(self.answer(ts, question, rng, options=False))
             box = context_crop_box(list(question.boxes), scene.size, rng, TIGHT_CONTEXT, min_side=8)
             view = self.view(ts, box)
             samples.append((self.adapter.encode_answer(FinalView([view.image], "crop", [box]), question.question,

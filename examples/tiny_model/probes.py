@@ -8,7 +8,8 @@
 - ``existence_roi_Yes`` / ``_No``: "Is there a {colour} {shape}?" on ROI-sized crops with / without
   the object, by the Yes/No logits (what FOCUS's step V reads);
 - ``mark_ideal_crop``: the multiple-choice mark question on an ROI-sized crop around the object
-  (the view FOCUS answers from when it finds the object), strict letter match;
+  (``s_min`` to ``s_max`` map cells of the checkpoint's FOCUS settings: the view FOCUS answers
+  from when it finds the object), strict letter match;
 - ``map_hit_layers_a_b``: the argmax cell of the relevance map of "Is there a {target}?" on the
   whole image lies within one cell of the target, per range of decoder layers.
 """
@@ -39,8 +40,8 @@ from focus_modules.synthetic.scene import scene_rng  # noqa: E402
 from focus_modules.synthetic.tiny_llava import load_tiny_focus_llava, tiny_focus_config  # noqa: E402
 
 
-def probe(model, adapter, scenes: int, layer_ranges) -> dict[str, list[bool]]:
-    maker = SampleMaker(adapter, tiny_focus_config())
+def probe(model, adapter, config, scenes: int, layer_ranges) -> dict[str, list[bool]]:
+    maker = SampleMaker(adapter, config)
     yes, no = adapter.yes_no_ids()
     results: dict[str, list[bool]] = {}
     add = lambda key, ok: results.setdefault(key, []).append(bool(ok))  # noqa: E731
@@ -59,7 +60,7 @@ def probe(model, adapter, scenes: int, layer_ranges) -> dict[str, list[bool]]:
                 said = "Yes" if logits[yes].max() > logits[no].max() else "No"
                 add(f"existence_roi_{found[1]}", said == found[1])
         for question in scene.questions_of("attribute")[:2]:
-            box = roi_box(question.boxes[0], scene, rng, cells=(3.0, 5.0))
+            box = roi_box(question.boxes[0], scene, rng, cells=(config.s_min, config.s_max))
             shown, letter = shuffled_options(question.options, rng)
             enc = adapter.encode_answer(FinalView([ts.pixels.crop(box)], "crop", [box]), question.question, shown)
             add("mark_ideal_crop", adapter.generate(adapter.collate([enc]), 4)[0].strip() == letter)
@@ -96,7 +97,7 @@ def main(argv=None) -> None:
     n = adapter.num_layers()
     ranges = list(itertools.combinations(range(n + 1), 2)) if args.all_layer_ranges else [(0, n), (1, 4), (3, n), (0, 2)]
     with torch.no_grad():
-        results = probe(model, adapter, args.scenes, ranges)
+        results = probe(model, adapter, tiny_focus_config(path=args.model), args.scenes, ranges)
     print(json.dumps({k: [round(float(np.mean(v)), 3), len(v)] for k, v in results.items()}, indent=1))
 
 

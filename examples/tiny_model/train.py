@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,8 @@ from data import SampleStream  # noqa: E402
 from model import build_tiny_focus_llava, make_checkpoint_portable  # noqa: E402
 
 from focus_modules.adapters import LlavaAdapter  # noqa: E402
-from focus_modules.synthetic.tiny_llava import tiny_focus_config  # noqa: E402
+from focus_modules.config import SETTINGS_FILE  # noqa: E402
+from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, tiny_focus_config  # noqa: E402
 
 
 def batches(stream, batch_size: int, pad_id: int):
@@ -148,7 +150,11 @@ def train(args) -> dict:
         print(f"initialised from {args.init}")
     model.train()
     adapter = LlavaAdapter(model, processor)
-    config = tiny_focus_config()
+    # The run's FOCUS settings shape its ROI-sized training views and travel with every checkpoint.
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not (args.resume and (args.out / SETTINGS_FILE).is_file()):
+        shutil.copyfile(args.focus_config, args.out / SETTINGS_FILE)
+    config = tiny_focus_config(path=args.out)
     embeddings = model.get_input_embeddings().weight
     tap = ProjectorTap(model)
     align_params = list(model.model.vision_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
@@ -206,7 +212,7 @@ def train(args) -> dict:
                                 align=f"{np.mean(log['align'][-50:]):.3f}" if log["align"] else "-")
             out_of_time = args.minutes is not None and time.time() - start > args.minutes * 60
             if step % args.save_every == 0 or step == total or step == args.align_steps or out_of_time:
-                save(model, processor, args.out / f"step_{step}")
+                save(model, processor, args.out / f"step_{step}", args.out / SETTINGS_FILE)
                 torch.save({"model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                             "step": step, "next_scene": next_scene, "log": log}, state_path)
             if step == args.align_steps or step >= total or out_of_time:
@@ -214,7 +220,7 @@ def train(args) -> dict:
         if out_of_time:
             break
     bar.close()
-    save(model, processor, args.out)
+    save(model, processor, args.out, args.out / SETTINGS_FILE)
     summary = {
         "steps": step, "align_steps": args.align_steps, "instruct_steps": args.steps, "batch_size": args.batch_size,
         "align_batch_size": args.align_batch_size, "lr": args.lr, "align_lr": args.align_lr,
@@ -227,9 +233,12 @@ def train(args) -> dict:
     return summary
 
 
-def save(model, processor, folder: Path) -> None:
-    """Write the model (safetensors) and processor for ``from_pretrained`` (transformers 4.46+)."""
+def save(model, processor, folder: Path, settings: Path) -> None:
+    """Write the model (safetensors), processor and FOCUS settings file for ``from_pretrained``
+    (transformers 4.46+) and ``focus`` commands."""
     folder.mkdir(parents=True, exist_ok=True)
+    if settings.parent != folder:
+        shutil.copyfile(settings, folder / SETTINGS_FILE)
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
@@ -253,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-every", type=int, default=250, help="save step_N/ and state.pt every N steps")
     parser.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this wall time")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    parser.add_argument("--focus-config", type=Path, default=SHIPPED_CHECKPOINT / SETTINGS_FILE,
+                        help=f"the run's FOCUS settings ({SETTINGS_FILE}: layers, ROI sides), copied into every "
+                             "checkpoint; default: the shipped checkpoint's")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from this checkpoint's weights (a step_N/ folder of an earlier run; same "
                              "vocabulary), with fresh optimisers and schedules")
