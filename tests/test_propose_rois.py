@@ -1,4 +1,7 @@
 import math
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -423,6 +426,32 @@ def test_candidate_rois_compiles_with_inductor():
     assert torch.equal(eager.valid, compiled.valid) and torch.equal(eager.boxes, compiled.boxes)
     assert torch.equal(eager.anchors, compiled.anchors) and torch.equal(eager.cell_hw, compiled.cell_hw)
     assert torch.allclose(eager.scores, compiled.scores, atol=1e-6)
+
+
+# Compiled smoothing against eager in a fresh process whose inductor emits code for one CPU
+# instruction set (ATEN_CPU_CAPABILITY is read at import), so an AVX-512 machine also checks
+# the AVX2 and scalar code other CI machines run.
+SMOOTH_UNDER_CAPABILITY = """
+import torch
+from focus_modules.ops.propose_rois import smooth, symmetric_index
+grid = torch.tensor([[60, 30], [27, 81]])
+planes = torch.rand(2, 2, 60, 81, generator=torch.Generator().manual_seed(0))
+index = lambda size: symmetric_index(81, 3, size)
+assert torch.equal(torch.compile(index, fullgraph=True)(grid[:, 1]), index(grid[:, 1])), "symmetric_index"
+eager, compiled = smooth(planes, grid, 1.0), torch.compile(smooth, fullgraph=True)(planes, grid, 1.0)
+taps = 7 * 7  # kernel 2 * ceil(3 sigma) + 1 per side; inputs in [0, 1], weights sum to 1
+for b, (h, w) in enumerate(grid.tolist()):
+    error = (eager[b, :, :h, :w] - compiled[b, :, :h, :w]).abs().max().item()
+    assert error <= taps * torch.finfo(torch.float32).eps, f"smooth, image {b}: {error}"
+"""
+
+
+@pytest.mark.parametrize("capability", ["avx2", "default"])
+def test_compiled_smoothing_matches_eager_for_each_cpu_instruction_set(capability, tmp_path):
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", SMOOTH_UNDER_CAPABILITY], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

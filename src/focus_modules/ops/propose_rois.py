@@ -246,7 +246,10 @@ def symmetric_index(length: int, radius: int, size: Tensor) -> Tensor:
     position = torch.arange(-radius, length + radius, device=size.device)[None, :]
     period = 2 * size[:, None]
     folded = position % period  # non-negative: the period is positive
-    return torch.where(folded >= size[:, None], period - 1 - folded, folded)
+    # The second half of a period runs backwards. Written as a minimum, not as
+    # torch.where(folded >= size, ...): inductor's AVX2 code for that select with a per-row
+    # bound gives wrong indices (torch 2.14).
+    return torch.minimum(folded, period - 1 - folded)
 
 
 def smooth(planes: Tensor, grid_hw: Tensor, sigma: float) -> Tensor:
