@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import FakeAnswerer, HRBENCH_HEADER, make_vstar
+from eval_fixtures import HRBENCH_HEADER, VSTAR_ITEMS, FakeAnswerer, make_vstar
 from PIL import Image
 
 from focus_modules import FocusWrapper, cli
@@ -169,6 +169,44 @@ def test_images_above_pillows_bomb_limit_decode_and_above_ours_are_a_clear_error
     monkeypatch.setattr(image_io, "MAX_PIXELS", 1000)
     with pytest.raises(ImageDecodeError, match=r"big.png: image of 40x40 .* above the decoding limit"):
         decode_image_bytes(data, "big.png")
+
+
+def _jpeg(image: Image.Image, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **save)
+    return buffer.getvalue()
+
+
+def test_jpegs_above_our_limit_decode_at_a_reduced_scale_and_other_formats_are_a_clear_error(monkeypatch):
+    image = Image.new("RGB", (203, 101), (200, 10, 10))  # 20503 pixels
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 3000)  # 1/2 scale (102 x 51) is still above: 1/4
+    decoded = decode_image_bytes(_jpeg(image), "big.jpg")
+    assert decoded.size == (51, 26) and image_io.reduced_scale(decoded) == (203 / 51, 101 / 26)
+    assert decoded.getpixel((25, 13))[0] > 150  # the pixels, not a blank image
+    assert image_io.reduced_scale(decode_image_bytes(_jpeg(Image.new("RGB", (40, 40))), "small.jpg")) is None
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees: the factors follow the upright frame
+    upright = decode_image_bytes(_jpeg(image, exif=exif), "rotated.jpg")
+    assert upright.size == (26, 51) and image_io.reduced_scale(upright) == (101 / 26, 203 / 51)
+    with pytest.raises(ImageDecodeError, match=r"big.png: .* \(only JPEGs can be decoded at a reduced scale\)"):
+        decode_image_bytes(_png(image), "big.png")
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 100)
+    with pytest.raises(ImageDecodeError, match=r"big.jpg: .* above the decoding limit .*, even at 1/8 scale"):
+        decode_image_bytes(_jpeg(image), "big.jpg")
+
+
+def test_rows_answered_on_a_reduced_decode_report_full_image_boxes_and_say_so(tmp_path, monkeypatch):
+    questions = load_dataset("vstar", make_vstar(tmp_path / "vstar", corrupt=None))
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 1000)  # the 64 x 48 and 32 x 32 images decode at 1/2
+    run_eval(questions, FakeAnswerer(), tmp_path / "out.jsonl", dataset="vstar", progress=False)
+    sizes = {question: size for _, _, question, _, _, size in VSTAR_ITEMS}
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert len(rows) == len(questions) == 3 and not any(row["error"] for row in rows)
+    for row in rows:
+        width, height = sizes[row["question"]]
+        # FakeAnswerer's first ROI is the top-left quarter of the image it was given.
+        assert row["rois"][0][0]["box"] == [0.0, 0.0, width / 2, height / 2]
+        assert any("decoded at 1/2 scale" in note and "full image's pixels" in note for note in row["notes"])
 
 
 @pytest.mark.parametrize("data,match", [(b"\xff\xd8\xff\xe0 truncated", "cannot decode image"),

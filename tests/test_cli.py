@@ -121,6 +121,20 @@ def test_ask_prints_json_and_writes_viz(tmp_path, monkeypatch, capsys):
     assert cli.main(["ask", str(tmp_path / "missing.png"), "q", "--model", "m"]) == 2
 
 
+def test_ask_on_a_reduced_decode_prints_full_image_boxes_and_a_note(tmp_path, monkeypatch, capsys):
+    from focus_modules.eval import images as image_io
+
+    monkeypatch.setattr(cli, "build_answerer", lambda *a: (_VizAnswerer(), FocusConfig.preset("llava-1.5")))
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 200_000)  # 1000 x 500 decodes at 1/2
+    image = tmp_path / "img.jpg"
+    Image.new("RGB", (1000, 500), (20, 90, 160)).save(image)
+    assert cli.main(["ask", str(image), "What color is the cup?", "--model", "m", "--json"]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed["rois"][0][1]["box"] == [500.0, 0.0, 1000.0, 250.0]  # _VizAnswerer saw 500 x 250
+    assert "decoded at 1/2 scale" in captured.err and any("1/2 scale" in note for note in printed["notes"])
+
+
 def test_console_script_help():
     done = subprocess.run([sys.executable, "-m", "focus_modules.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "ask" in done.stdout and "eval" in done.stdout and "demo" in done.stdout

@@ -338,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from focus_modules.eval.images import load_image_file
-    from focus_modules.eval.runner import config_dict
+    from focus_modules.eval.images import load_image_file, reduced_scale, reduced_scale_note
+    from focus_modules.eval.runner import config_dict, full_resolution_rois
+    from focus_modules.wrapper import roi_record
 
     if not args.question.strip():
         raise ValueError("the question is empty")
@@ -351,7 +352,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
                                       args.n_steps, overrides, args.device_map)
     options = [args.options] if args.options else None
     (result,) = answerer.answer([image], [args.question], options=options, method=args.method)
-    for note in getattr(result, "notes", []):
+    notes = list(getattr(result, "notes", []))
+    rois = [[roi_record(roi) for roi in target] for target in result.rois]
+    scale = reduced_scale(image)
+    if scale is not None:  # --viz draws the decoded pixels; the JSON boxes are the file's
+        rois, notes = full_resolution_rois(rois, scale), [*notes, reduced_scale_note(scale)]
+    for note in notes:
         print(f"focus ask: note: {note}", file=sys.stderr)
     if args.viz:
         from focus_modules.eval.viz import render_result
@@ -363,12 +369,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
             "answer": result.answer,
             "targets": list(result.targets),
             "question_type": result.question_type,
-            "rois": [[{"box": [float(v) for v in roi.box], "relevance": float(roi.relevance),
-                       "confidence": None if roi.confidence is None else float(roi.confidence)} for roi in rois]
-                     for rois in result.rois],
+            "rois": rois,
             "forward_passes": dict(result.forward_passes),
             "timings": dict(result.timings),
-            "notes": list(getattr(result, "notes", [])),
+            "notes": notes,
             "config": config_dict(config),
         }, indent=2))
     else:

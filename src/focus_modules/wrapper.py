@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from PIL import Image
@@ -62,6 +63,16 @@ class Roi:
     box: Box
     relevance: float
     confidence: float | None = None
+
+
+def roi_record(roi: Roi) -> dict[str, Any]:
+    """An ROI as a JSON-ready record: ``{"box": [x1, y1, x2, y2], "relevance": float,
+    "confidence": float or None}`` (what result files and ``focus ask --json`` write)."""
+    return {
+        "box": [float(v) for v in roi.box],
+        "relevance": float(roi.relevance),
+        "confidence": None if roi.confidence is None else float(roi.confidence),
+    }
 
 
 @dataclass
@@ -418,9 +429,9 @@ class FocusWrapper:
                 raw, source = target_text.parse_targets(reply_of[id(job)], job.question), "model"
                 if not raw:
                     raw, source = target_text.keyword_targets(job.question), "keywords"
-            cleaned, marked = target_text.normalize_targets(raw)
+            cleaned, _ = target_text.normalize_targets(raw)
             job.result.targets = cleaned
-            job.result.question_type = 2 if marked == 2 or target_text.is_counting(job.question) else 1
+            job.result.question_type = target_text.question_type(job.question, raw)
             job.result.target_source = source if cleaned else "none"
 
     # --- steps II-IV: relevance maps and proposals -----------------------------------------------
@@ -536,7 +547,7 @@ class FocusWrapper:
             result = job.result
             if result.method == "vanilla" or not result.targets:
                 if result.method == "vanilla":
-                    result.question_type = 2 if target_text.is_counting(job.question) else 1
+                    result.question_type = target_text.question_type(job.question, [])
                 view = FinalView([job.image], "image", [])
             else:
                 view = self.adapter.final_view(job.image, self.selection(result), self.config)

@@ -1,7 +1,10 @@
 """Decoding of benchmark images: files, base64 strings and raw encoded bytes.
 
 Every failure to produce pixels raises :class:`ImageDecodeError` with the reason, so the
-runner can turn exactly these failures (and no others) into error rows.
+runner can turn exactly these failures (and no others) into error rows. A JPEG above
+:data:`MAX_PIXELS` is decoded at a reduced scale instead (the codec's own 1/2, 1/4 or 1/8
+decoding); :func:`reduced_scale` tells the caller, which reports boxes in the full image's
+pixels.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -20,9 +24,14 @@ from focus_modules.adapters.views import rgb_as_displayed
 # Magic numbers of the encodings PIL reads in benchmark files; raw bytes that start with one of
 # these are an encoded image, anything else is taken as base64 text.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
-# Largest image decoded (pixels): 2**30 (1074 MP) is 3.2 GB as RGB. Pillow's own guard against
-# decompression bombs (179 MP) would refuse real high-resolution benchmark images.
+# Largest image decoded in full (pixels): 2**30 (1074 MP) is 3.2 GB as RGB. Pillow's own guard
+# against decompression bombs (179 MP) would refuse real high-resolution benchmark images; it is
+# off while a header is read, and this limit is checked before any pixel is decoded.
 MAX_PIXELS = 2**30
+# Scales a JPEG decoder can decode at directly (DCT scaling), tried smallest reduction first.
+JPEG_REDUCTIONS = (2, 4, 8)
+# Key of Image.info holding the (x, y) factors from a reduced decode to the full image.
+REDUCED_SCALE_KEY = "focus_modules.reduced_scale"
 
 
 class ImageDecodeError(ValueError):
@@ -71,7 +80,7 @@ def read_image_size(path: str | Path) -> tuple[int, int] | None:
     """``(width, height)`` of the stored pixels, from the file's header; ``None`` if it cannot
     be read (decoding it then fails with the reason)."""
     try:
-        with _pixel_limit(MAX_PIXELS), Image.open(path) as image:
+        with _pixel_limit(None), Image.open(path) as image:
             return image.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
@@ -81,23 +90,61 @@ def _open(stream: io.BytesIO, source: str, upright: bool) -> Image.Image:
     """Decode fully into RGB as a viewer shows the image (EXIF orientation, 16-bit scaling,
     transparency on grey: :func:`focus_modules.adapters.views.rgb_as_displayed`)."""
     try:
-        with _pixel_limit(MAX_PIXELS):
+        with _pixel_limit(None):
             image = Image.open(stream)
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise ImageDecodeError(f"{source}: image of {width}x{height} ({width * height / 1e6:.0f} MP) is above "
-                                       f"the decoding limit of {MAX_PIXELS / 1e6:.0f} MP")
+                _draft_below_limit(image, source)
             image.load()  # decode now: a truncated file must fail here, not inside the model
-        return rgb_as_displayed(image, upright=upright)
+        shown = rgb_as_displayed(image, upright=upright)
+        if image.size != (width, height):
+            factors = (width / image.width, height / image.height)
+            swapped = shown.size != image.size  # EXIF rotation by 90 degrees
+            shown.info[REDUCED_SCALE_KEY] = factors[::-1] if swapped else factors
+        return shown
     except ImageDecodeError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise ImageDecodeError(f"{source}: cannot decode image ({type(err).__name__}: {err})") from err
 
 
+def reduced_scale(image: Image.Image) -> tuple[float, float] | None:
+    """``(x, y)`` factors from ``image``'s pixels to the full image's, if it was decoded at a
+    reduced scale (a JPEG above :data:`MAX_PIXELS`); ``None`` if it was decoded in full."""
+    return image.info.get(REDUCED_SCALE_KEY)
+
+
+def reduced_scale_note(scale: tuple[float, float]) -> str:
+    """The note a result carries when its image was decoded at a reduced ``scale``."""
+    return (f"image decoded at 1/{round(max(scale))} scale (above the {MAX_PIXELS / 1e6:.0f} MP decoding limit); "
+            "boxes are in the full image's pixels")
+
+
+def full_resolution_box(box, scale: tuple[float, float]) -> list[float]:
+    """An ``(x1, y1, x2, y2)`` box of a reduced decode in the full image's pixels."""
+    sx, sy = scale
+    return [float(box[0]) * sx, float(box[1]) * sy, float(box[2]) * sx, float(box[3]) * sy]
+
+
+def _draft_below_limit(image: Image.Image, source: str) -> None:
+    """Set a JPEG to decode at the smallest reduction that brings it under MAX_PIXELS."""
+    width, height = image.size
+    too_big = f"{source}: image of {width}x{height} ({width * height / 1e6:.0f} MP) is above the decoding limit of " \
+              f"{MAX_PIXELS / 1e6:.0f} MP"
+    if image.format != "JPEG":
+        raise ImageDecodeError(f"{too_big} (only JPEGs can be decoded at a reduced scale)")
+    for reduction in JPEG_REDUCTIONS:
+        if math.ceil(width / reduction) * math.ceil(height / reduction) <= MAX_PIXELS:
+            # Pillow picks the largest reduction r with w // r >= requested width (and height).
+            image.draft(image.mode, (width // reduction, height // reduction))
+            return
+    raise ImageDecodeError(f"{too_big}, even at 1/{JPEG_REDUCTIONS[-1]} scale")
+
+
 @contextlib.contextmanager
-def _pixel_limit(pixels: int):
-    """Pillow's decompression-bomb limit raised to ``pixels`` while one image is opened."""
+def _pixel_limit(pixels: int | None):
+    """Pillow's decompression-bomb limit set to ``pixels`` (``None``: off) while one image is
+    opened."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = pixels
     try:

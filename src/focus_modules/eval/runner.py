@@ -37,7 +37,7 @@ from focus_modules.config import ANSWER_SCHEMES, METHODS
 from focus_modules.eval.datasets import Question, multiple_choice_text
 from focus_modules.eval.distributed import Barrier, rank_and_world
 from focus_modules.eval.identity import identity_differences, identity_id
-from focus_modules.eval.images import ImageDecodeError
+from focus_modules.eval.images import ImageDecodeError, full_resolution_box, reduced_scale, reduced_scale_note
 from focus_modules.eval.metrics import SEARCH_PHASES, lenient_letter, strict_letter, summarize
 from focus_modules.eval.protocols import PROTOCOLS, lmms_eval_letter, lmms_eval_prompt
 from focus_modules.eval.results import (
@@ -50,6 +50,7 @@ from focus_modules.eval.results import (
     shard_paths,
     write_json,
 )
+from focus_modules.wrapper import roi_record
 
 
 
@@ -291,11 +292,12 @@ def _answer_batch(batch: list[Question], answerer: Answerer, settings: _Settings
     the others are answered as usual."""
     base = {q.id: _base_row(q, settings) for q in batch}
     rows: dict[str, dict[str, Any]] = {}
-    images, ready = [], []
+    images, ready, reduced = [], [], {}
     for question in batch:
         try:
             images.append(question.load_image())
             ready.append(question)
+            reduced[question.id] = reduced_scale(images[-1])
         except ImageDecodeError as err:
             rows[question.id] = _error_row(base[question.id], str(err))
     if ready:
@@ -310,6 +312,8 @@ def _answer_batch(batch: list[Question], answerer: Answerer, settings: _Settings
                 peak = _peak_gpu_memory_gb() if peak is None else peak
                 rows[question.id] = _result_row(base[question.id], question, outcome, seconds, peak,
                                                  settings.dataset)
+                if reduced[question.id] is not None:
+                    _to_full_resolution(rows[question.id], reduced[question.id])
         for question, outcome, _ in outcomes:
             source = getattr(outcome, "search_reused_from", None)
             if source is not None:  # the passes of the search this question used, spent on another
@@ -401,7 +405,7 @@ def _result_row(base: dict[str, Any], question: Question, result: Any, seconds: 
         "option_scores": None if scores is None else [float(s) for s in scores],
         "targets": [str(t) for t in result.targets],
         "question_type": result.question_type,
-        "rois": [[_roi(roi) for roi in target] for target in result.rois],
+        "rois": [[roi_record(roi) for roi in target] for target in result.rois],
         "forward_passes": forward_passes,
         "fp_search": fp_search,
         "fp_search_unshared": fp_search,
@@ -414,12 +418,17 @@ def _result_row(base: dict[str, Any], question: Question, result: Any, seconds: 
     }
 
 
-def _roi(roi: Any) -> dict[str, Any]:
-    return {
-        "box": [float(v) for v in roi.box],
-        "relevance": float(roi.relevance),
-        "confidence": None if roi.confidence is None else float(roi.confidence),
-    }
+def _to_full_resolution(row: dict[str, Any], scale: tuple[float, float]) -> None:
+    """A row answered on a reduced decode of its image: boxes in the full image's pixels (the
+    frame of its GT boxes), and a note saying so."""
+    row["rois"] = full_resolution_rois(row["rois"], scale)
+    row["notes"].append(reduced_scale_note(scale))
+
+
+def full_resolution_rois(rois: list[list[dict[str, Any]]], scale: tuple[float, float]) -> list[list[dict[str, Any]]]:
+    """ROI records (:func:`focus_modules.wrapper.roi_record`) of a reduced decode, their boxes
+    in the full image's pixels."""
+    return [[{**roi, "box": full_resolution_box(roi["box"], scale)} for roi in target] for target in rois]
 
 
 def _peak_gpu_memory_gb() -> float | None:
