@@ -7,7 +7,7 @@ from PIL import Image
 
 from focus_modules.synthetic import (
     COLORS,
-    FAMILIES,
+    QUESTION_FAMILIES,
     FAMILY_DIRS,
     MARK_COLORS,
     SHAPES,
@@ -194,7 +194,7 @@ def _jpeg_colour_of(image, box):
 def test_vstar_layout_round_trip(tmp_path):
     paths = write_vstar_layout(tmp_path, 2, seed=5, config=SMALL, progress=False)
     assert len(paths) == 6
-    for family in FAMILIES:
+    for family in QUESTION_FAMILIES:
         folder = tmp_path / FAMILY_DIRS[family]
         assert sorted(p.suffix for p in folder.iterdir()) == [".jpg", ".jpg", ".json", ".json"]
     for path in paths:
@@ -217,7 +217,7 @@ def test_vstar_layout_round_trip(tmp_path):
 def test_module_entry_point_writes_full_size_images(tmp_path, capsys):
     main(["--out", str(tmp_path), "--n", "1", "--seed", "3"])
     records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/*.json"))]
-    assert sorted(r["family"] for r in records) == sorted(FAMILIES)
+    assert sorted(r["family"] for r in records) == sorted(QUESTION_FAMILIES)
     assert all(1536 <= side <= 2048 for r in records for side in r["image_size"])
     assert "wrote 3 questions" in capsys.readouterr().out
 

@@ -108,6 +108,11 @@ class FinalView:
     boxes: list[Box]
 
 
+def option_lines(options: Sequence[str]) -> list[str]:
+    """How options are shown to the model: ``["(A) first", "(B) second", ...]``."""
+    return [f"({letter}) {option}" for letter, option in zip(OPTION_LETTERS, options)]
+
+
 def patch_grid_size(vision_config) -> int:
     """Tokens per side of one vision-encoder view: ``image_size // patch_size``, rounded down
     as the patch convolution does (SigLIP-384/14: 27 patches cover 378 of the 384 pixels)."""
@@ -202,8 +207,7 @@ class ModelAdapter(ABC):
         instruction; open-ended questions go as they are."""
         if not options:
             return question
-        lines = [question] + [f"({OPTION_LETTERS[i]}) {option}" for i, option in enumerate(options)]
-        return "\n".join(lines + [OPTIONS_INSTRUCTION])
+        return "\n".join([question, *option_lines(options), OPTIONS_INSTRUCTION])
 
     # --- encoding ------------------------------------------------------------------------------
 

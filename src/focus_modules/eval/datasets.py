@@ -38,6 +38,7 @@ from typing import Any
 from PIL import Image
 
 from focus_modules.adapters.base import OPTION_LETTERS as ADAPTER_OPTION_LETTERS
+from focus_modules.adapters.base import option_lines
 from focus_modules.adapters.views import clip_box
 from focus_modules.config import DATASETS
 from focus_modules.eval.images import ImageDecodeError, decode_image_bytes, load_image_file, read_image_size
@@ -115,9 +116,7 @@ class Question:
 
 def multiple_choice_text(question: str, options: tuple[str, ...] | list[str]) -> str:
     """The question followed by one ``(A) option`` line per option (docs/design.md §11)."""
-    lines = [question.strip()]
-    lines += [f"({letter}) {option}" for letter, option in zip(OPTION_LETTERS, options)]
-    return "\n".join(lines)
+    return "\n".join([question.strip(), *option_lines(options)])
 
 
 def load_dataset(name: str, path: str | Path, seed: int = 0,

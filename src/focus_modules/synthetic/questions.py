@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .records import Question, SceneObject
+from .records import SceneQuestion, SceneObject
 from .shapes import MARK_COLORS, PLURALS
 
 ATTRIBUTE_TEMPLATE = "What is the mark color of the {name}?"
@@ -36,11 +36,11 @@ def _options(rng: np.random.Generator, correct: str, pool: Sequence[str], n: int
     return (correct, *(wrong[i] for i in picked))
 
 
-def attribute_questions(rng: np.random.Generator, objects: Sequence[SceneObject]) -> list[Question]:
+def attribute_questions(rng: np.random.Generator, objects: Sequence[SceneObject]) -> list[SceneQuestion]:
     """One mark-colour question per object whose colour no other object has."""
     color_counts = Counter(o.color for o in objects)
     return [
-        Question(
+        SceneQuestion(
             family="attribute",
             question=ATTRIBUTE_TEMPLATE.format(name=o.name),
             options=_options(rng, o.mark, list(MARK_COLORS), 4),
@@ -56,7 +56,7 @@ def attribute_questions(rng: np.random.Generator, objects: Sequence[SceneObject]
 
 def spatial_questions(
     rng: np.random.Generator, objects: Sequence[SceneObject], min_center_dx: float
-) -> list[Question]:
+) -> list[SceneQuestion]:
     """One left/right question per unambiguous pair of uniquely coloured objects (random order)."""
     color_counts = Counter(o.color for o in objects)
     singles = [o for o in objects if color_counts[o.color] == 1]
@@ -69,7 +69,7 @@ def spatial_questions(
             continue
         answer, other = ("left", "right") if a.center[0] < b.center[0] else ("right", "left")
         questions.append(
-            Question(
+            SceneQuestion(
                 family="spatial",
                 question=SPATIAL_TEMPLATE.format(name1=a.name, name2=b.name),
                 options=(answer, other),
@@ -84,10 +84,10 @@ def spatial_questions(
 
 def counting_question(
     rng: np.random.Generator, objects: Sequence[SceneObject], color: str, shape: str, max_option: int
-) -> Question:
+) -> SceneQuestion:
     """How many objects of one colour and shape; wrong options are drawn from 0..max_option."""
     matches = sorted((o for o in objects if o.color == color and o.shape == shape), key=lambda o: o.box)
-    return Question(
+    return SceneQuestion(
         family="counting",
         question=COUNTING_TEMPLATE.format(color=color, plural=PLURALS[shape]),
         options=_options(rng, str(len(matches)), [str(n) for n in range(max_option + 1)], 4),

@@ -14,7 +14,7 @@ from .shapes import COLORS, MARK_COLORS
 
 Box = tuple[int, int, int, int]
 
-FAMILIES = ("attribute", "spatial", "counting")
+QUESTION_FAMILIES = ("attribute", "spatial", "counting")
 
 
 def xyxy_to_xywh(box: Box) -> list[int]:
@@ -75,7 +75,7 @@ class SceneObject:
 
 
 @dataclass(frozen=True)
-class Question:
+class SceneQuestion:
     """One multiple-choice question about a scene, in V*Bench's terms.
 
     Attributes:
@@ -104,6 +104,6 @@ class Question:
     def answer(self) -> str:
         return self.options[0]
 
-    def shifted(self, dx: int, dy: int) -> Question:
+    def shifted(self, dx: int, dy: int) -> SceneQuestion:
         """The same question with its boxes translated, e.g. into a crop's coordinates."""
         return dataclasses.replace(self, boxes=tuple(shift_box(b, dx, dy) for b in self.boxes))

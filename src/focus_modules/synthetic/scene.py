@@ -31,7 +31,7 @@ from PIL import Image
 
 from .background import render_background
 from .questions import attribute_questions, counting_question, spatial_questions
-from .records import FAMILIES, Box, Question, SceneObject, boxes_intersect
+from .records import QUESTION_FAMILIES, Box, SceneQuestion, SceneObject, boxes_intersect
 from .shapes import COLORS, MARK_COLORS, SHAPES, mark_mask, shape_mask
 
 Seed = int | Sequence[int]
@@ -115,23 +115,23 @@ class Scene:
         seed: the seed it was generated from (``make_scene(seed, config)`` redraws it).
         image: the RGB image (lossless; the V*Bench writer stores it as JPEG).
         objects: every target-like object, with tight pixel-edge boxes.
-        questions: every question the scene supports, grouped by family in ``FAMILIES`` order;
+        questions: every question the scene supports, grouped by family in ``QUESTION_FAMILIES`` order;
             within a family the order is random (so ``questions_of(f)[0]`` is a random pick).
     """
 
     seed: Seed
     image: Image.Image
     objects: tuple[SceneObject, ...]
-    questions: tuple[Question, ...]
+    questions: tuple[SceneQuestion, ...]
 
     @property
     def size(self) -> tuple[int, int]:
         """``(width, height)`` in pixels."""
         return self.image.size
 
-    def questions_of(self, family: str) -> list[Question]:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown question family {family!r}; expected one of {FAMILIES}")
+    def questions_of(self, family: str) -> list[SceneQuestion]:
+        if family not in QUESTION_FAMILIES:
+            raise ValueError(f"unknown question family {family!r}; expected one of {QUESTION_FAMILIES}")
         return [q for q in self.questions if q.family == family]
 
     def find(self, target: str) -> list[SceneObject]:
@@ -271,6 +271,6 @@ def make_scene(seed: Seed, config: SceneConfig | None = None) -> Scene:
         "counting": [counting_question(rng, objects, count_color, count_shape, config.max_count_option)],
     }
     questions = tuple(
-        by_family[family][i] for family in FAMILIES for i in rng.permutation(len(by_family[family]))
+        by_family[family][i] for family in QUESTION_FAMILIES for i in rng.permutation(len(by_family[family]))
     )
     return Scene(seed=seed, image=image, objects=tuple(objects), questions=questions)

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .records import FAMILIES, Question, xyxy_to_xywh
+from .records import QUESTION_FAMILIES, SceneQuestion, xyxy_to_xywh
 from .scene import Scene, SceneConfig, make_scene
 
 FAMILY_DIRS = {"attribute": "direct_attributes", "spatial": "relative_position", "counting": "counting"}
@@ -38,7 +38,7 @@ def jpeg_round_trip(image: Image.Image, quality: int = JPEG_QUALITY) -> Image.Im
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
-def vstar_record(scene: Scene, question: Question) -> dict:
+def vstar_record(scene: Scene, question: SceneQuestion) -> dict:
     """The V*Bench JSON record of one question on a scene (with this package's extra keys)."""
     return {
         "target_object": list(question.target_object),
@@ -60,13 +60,13 @@ def write_vstar_layout(
     n_per_family: int,
     seed: int = 0,
     config: SceneConfig | None = None,
-    families: tuple[str, ...] = FAMILIES,
+    families: tuple[str, ...] = QUESTION_FAMILIES,
     jpeg_quality: int = JPEG_QUALITY,
     progress: bool = True,
 ) -> list[Path]:
     """Generate ``n_per_family`` questions of each family, one scene per question, and write them.
 
-    Question ``i`` of family ``f`` is asked on ``make_scene((seed, FAMILIES.index(f), i), config)``
+    Question ``i`` of family ``f`` is asked on ``make_scene((seed, QUESTION_FAMILIES.index(f), i), config)``
     (its first question of that family, a random pick), so sets written with different ``seed``
     share no scene, and none shares a scene with ``make_scene(int)`` used elsewhere.
 
@@ -82,10 +82,10 @@ def write_vstar_layout(
     Returns:
         Paths of the written JSON files, family by family.
     """
-    unknown = [f for f in families if f not in FAMILIES]
+    unknown = [f for f in families if f not in QUESTION_FAMILIES]
     if unknown or n_per_family < 0 or seed < 0:
         raise ValueError(
-            f"need families in {FAMILIES}, n_per_family >= 0 and seed >= 0; "
+            f"need families in {QUESTION_FAMILIES}, n_per_family >= 0 and seed >= 0; "
             f"got {families}, {n_per_family}, {seed}"
         )
     root = Path(root)
@@ -95,7 +95,7 @@ def write_vstar_layout(
             folder = root / FAMILY_DIRS[family]
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n_per_family):
-                scene = make_scene((seed, FAMILIES.index(family), i), config)
+                scene = make_scene((seed, QUESTION_FAMILIES.index(family), i), config)
                 name = f"synth_{family}_{seed}_{i:05d}"
                 scene.image.save(folder / f"{name}.jpg", quality=jpeg_quality)
                 path = folder / f"{name}.json"
