@@ -166,10 +166,11 @@ class FocusWrapper:
             eager up to floating-point rounding.
         bucket: the sequence-length bucket (tokens) used with ``compile``.
 
-    Example:
-        >>> fw = FocusWrapper(model, processor, FocusConfig.preset("llava-1.5", dataset="vstar"))
-        >>> [r] = fw.answer([image], ["What is the color of the cup?"], options=[["red", "blue"]])
-        >>> r.answer, r.targets, r.rois[0][0].box, r.forward_passes
+    Illustration (needs a loaded model; not run as a doctest)::
+
+        fw = FocusWrapper(model, processor, FocusConfig.preset("llava-1.5", dataset="vstar"))
+        [r] = fw.answer([image], ["What is the color of the cup?"], options=[["red", "blue"]])
+        r.answer, r.targets, r.rois[0][0].box, r.forward_passes
     """
 
     def __init__(

@@ -1,9 +1,11 @@
 """Model adapters: one per MLLM family, picked from the model's class.
 
->>> from focus_modules.adapters import adapter_for, register_adapter
->>> adapter = adapter_for(model, processor)          # LlavaAdapter for LlavaForConditionalGeneration
->>> adapter = adapter_for(model, processor, max_pixels=1024 * 28 * 28)  # options of the adapter
->>> register_adapter("MyVlmForConditionalGeneration", MyAdapter)  # a family of your own
+Illustration (needs a loaded model; not run as a doctest)::
+
+    from focus_modules.adapters import adapter_for, register_adapter
+    adapter = adapter_for(model, processor)          # LlavaAdapter for LlavaForConditionalGeneration
+    adapter = adapter_for(model, processor, max_pixels=1024 * 28 * 28)  # options of the adapter
+    register_adapter("MyVlmForConditionalGeneration", MyAdapter)  # a family of your own
 """
 
 from __future__ import annotations

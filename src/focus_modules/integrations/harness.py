@@ -7,9 +7,11 @@ I-V on the image and the bare question (:func:`question_for` takes it out of the
 step VI on the harness's context verbatim, so the harness's answer parser and scorer apply
 unchanged. Requests without an image are answered by the model on the text alone.
 
->>> requests = [HarnessRequest(context, [image], question_for(task, doc, context), 16, ())]
->>> [answer] = generate_until(wrapper, requests, batch_size=8)
->>> answer.text, answer.log_record()["fp_search"]
+Illustration (needs a loaded model and a harness; not run as a doctest)::
+
+    requests = [HarnessRequest(context, [image], question_for(task, doc, context), 16, ())]
+    [answer] = generate_until(wrapper, requests, batch_size=8)
+    answer.text, answer.log_record()["fp_search"]
 """
 
 from __future__ import annotations

@@ -7,11 +7,13 @@ dataset)`` once per question, with the dataset's own prompt as a list of
 question found in the prompt (:func:`~focus_modules.integrations.harness.generic_question`) and
 step VI on the prompt's text verbatim, so VLMEvalKit's answer matching applies unchanged.
 
->>> from vlmeval.dataset import build_dataset
->>> from vlmeval.inference import infer_data_job
->>> model = FocusVLMEvalKitModel(wrapper)
->>> infer_data_job(model, work_dir="runs/vlmeval", model_name="focus-llava-1.5", dataset=build_dataset("HRBench4K"))
->>> model.records[0]["fp_search"]
+Illustration (needs VLMEvalKit and a loaded model; not run as a doctest)::
+
+    from vlmeval.dataset import build_dataset
+    from vlmeval.inference import infer_data_job
+    model = FocusVLMEvalKitModel(wrapper)
+    infer_data_job(model, work_dir="runs/vlmeval", model_name="focus-llava-1.5", dataset=build_dataset("HRBench4K"))
+    model.records[0]["fp_search"]
 """
 
 from __future__ import annotations

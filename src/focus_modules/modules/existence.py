@@ -18,8 +18,12 @@ class ExistenceScorer(nn.Module):
         no_ids: token ids that spell "No".
 
     Example:
-        >>> scorer = ExistenceScorer(yes_ids=[3869], no_ids=[1939])
-        >>> conf = scorer(logits[:, -1])  # [B] in [-1, 1]
+        >>> import torch
+        >>> scorer = ExistenceScorer(yes_ids=[5], no_ids=[6])
+        >>> logits = torch.zeros(2, 10)  # next-token logits [B, vocab]
+        >>> logits[0, 5] = logits[1, 6] = 3.0  # the first prompt leans to "Yes", the second to "No"
+        >>> scorer(logits)  # [B] in [-1, 1]
+        tensor([ 0.9051, -0.9051])
     """
 
     def __init__(self, yes_ids: Sequence[int], no_ids: Sequence[int]) -> None:

@@ -15,8 +15,13 @@ class RelevanceMap(nn.Module):
         impl: ``"auto"``, ``"triton"`` or ``"torch"``.
 
     Example:
-        >>> rel = RelevanceMap()
-        >>> maps = rel(values, target_idx, visual_idx, grid_hw)  # [B, Hmax, Wmax]
+        >>> import torch
+        >>> values = torch.randn(2, 3, 12, 2, 8)  # [B, layers, tokens, kv heads, head dim]
+        >>> target_idx = torch.tensor([[10, 11], [10, -1]])  # [B, S] target tokens, -1 pads
+        >>> visual_idx = torch.tensor([list(range(9)), list(range(6)) + [-1] * 3])  # [B, V] row-major
+        >>> grid_hw = torch.tensor([[3, 3], [2, 3]])  # each prompt's visual grid
+        >>> RelevanceMap(impl="torch")(values, target_idx, visual_idx, grid_hw).shape  # [B, Hmax, Wmax]
+        torch.Size([2, 3, 3])
     """
 
     def __init__(self, impl: str = "auto") -> None:

@@ -24,8 +24,13 @@ class RoiProposer(nn.Module):
         downsample: average-pooling factor after smoothing (1 = none).
 
     Example:
+        >>> import torch
         >>> proposer = RoiProposer.from_config(FocusConfig.preset("llava-1.5", dataset="vstar"))
-        >>> rois = proposer(maps, grid_hw)  # RoiSet: boxes [B, K, 4] in cells, scores, valid
+        >>> maps = torch.zeros(1, 8, 8)  # [B, Hmax, Wmax]: one 8 x 8 map, hot at row 5, column 2
+        >>> maps[0, 5, 2] = 1.0
+        >>> rois = proposer(maps, torch.tensor([[8, 8]]))  # RoiSet: boxes [B, K, 4] in cells, scores, valid
+        >>> rois.boxes[:, 0]  # the best ROI: s_min = 3 cells around the anchor, (x1, y1, x2, y2)
+        tensor([[1., 4., 4., 7.]])
     """
 
     def __init__(

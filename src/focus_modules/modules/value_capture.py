@@ -82,10 +82,11 @@ class ValueCapture:
         layers: half-open range ``(l, L)`` of 0-based decoder-layer indices.
         decoder_layers: the language model's decoder layers, to bypass the lookup.
 
-    Example:
-        >>> with ValueCapture(model, layers=(14, 32)) as capture:
-        ...     model(**inputs, use_cache=False)
-        >>> capture.values.shape  # [B, 18, N, H_kv, D]
+    Illustration (needs a loaded model; not run as a doctest)::
+
+        with ValueCapture(model, layers=(14, 32)) as capture:
+            model(**inputs, use_cache=False)
+        capture.values.shape  # [B, 18, N, H_kv, D]
     """
 
     def __init__(

@@ -136,9 +136,12 @@ def propose_rois(
         anchor score (descending), then padding with ``valid`` False.
 
     Example:
-        >>> rois = propose_rois(maps, grid_hw, k=30, s_min=3, s_max=5, s_dist=2,
+        >>> maps = torch.zeros(1, 8, 8)  # one 8 x 8 map, hot at (row 5, column 2) and its right neighbour
+        >>> maps[0, 5, 2], maps[0, 5, 3] = 1.0, 0.8
+        >>> rois = propose_rois(maps, torch.tensor([[8, 8]]), k=5, s_min=1, s_max=3, s_dist=2,
         ...                     expand_threshold=0.5, nms_threshold=0.3)
-        >>> best = rois.boxes[:, 0]  # [B, 4] cells, (x1, y1, x2, y2)
+        >>> rois.boxes[:, 0]  # [B, 4] cells (x1, y1, x2, y2): 2 x 2 would average 0.45 < 0.5 x 1.0
+        tensor([[2., 5., 3., 6.]])
     """
     check_roi_inputs(maps, grid_hw, k, s_min, s_max, s_dist, expand_threshold, nms_threshold,
                      smooth_sigma, downsample, valid_mask)
