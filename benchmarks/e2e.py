@@ -87,58 +87,132 @@ def _shrink(config: dict, layers: int | None, tiny: dict | None, layers_key: str
 def build_llava(layers, vision_layers, tiny):
     """LLaVA-1.5-7B (llava-hf/llava-1.5-7b-hf's config)."""
     from tiny_models import LLAVA_CHAT_TEMPLATE
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     from focus_modules.synthetic.tiny_llava import SPECIAL_TOKENS
 
     tokenizer = _tokenizer(SPECIAL_TOKENS)
     vocab = tokenizer.get_vocab()
-    vision = _shrink(dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                          image_size=336, patch_size=14, projection_dim=768), vision_layers, tiny and TINY_VISION)
-    text = _shrink(dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096),
-                   layers, tiny and TINY_TEXT)
+    vision = _shrink(
+        dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+            projection_dim=768,
+        ),
+        vision_layers,
+        tiny and TINY_VISION,
+    )
+    text = _shrink(
+        dict(
+            vocab_size=32064,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=4096,
+        ),
+        layers,
+        tiny and TINY_TEXT,
+    )
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(**vision),
-        text_config=LlamaConfig(**text, pad_token_id=vocab["<pad>"], bos_token_id=vocab["<s>"],
-                                eos_token_id=vocab["</s>"]),
-        image_token_index=vocab["<image>"], image_seq_length=576, vision_feature_select_strategy="default",
-        vision_feature_layer=-2)
+        text_config=LlamaConfig(
+            **text, pad_token_id=vocab["<pad>"], bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"]
+        ),
+        image_token_index=vocab["<image>"],
+        image_seq_length=576,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
     model = LlavaForConditionalGeneration(config)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
-        tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=LLAVA_CHAT_TEMPLATE)
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
     return model, processor, vocab["<pad>"], vocab["</s>"]
 
 
 def build_onevision(layers, vision_layers, tiny):
     """LLaVA-OneVision-7B (llava-hf/llava-onevision-qwen2-7b-ov-hf's config)."""
     from tiny_models import ONEVISION_CHAT_TEMPLATE
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, Qwen2Config, SiglipVisionConfig)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
     from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
 
     specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
     tokenizer = _tokenizer(specials, bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk="<|endoftext|>")
     vocab = tokenizer.get_vocab()
     pinpoints = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]
-    vision = _shrink(dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
-                          image_size=384, patch_size=14), vision_layers, tiny and TINY_VISION)
-    text = _shrink(dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                        num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
-                        rope_theta=1000000.0), layers, tiny and TINY_TEXT)
+    vision = _shrink(
+        dict(
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_hidden_layers=26,
+            num_attention_heads=16,
+            image_size=384,
+            patch_size=14,
+        ),
+        vision_layers,
+        tiny and TINY_VISION,
+    )
+    text = _shrink(
+        dict(
+            vocab_size=152064,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            max_position_embeddings=32768,
+            rope_theta=1000000.0,
+        ),
+        layers,
+        tiny and TINY_TEXT,
+    )
     config = LlavaOnevisionConfig(
         vision_config=SiglipVisionConfig(**vision),
         text_config=Qwen2Config(**text, pad_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|im_end|>"]),
-        image_token_index=vocab["<image>"], video_token_index=vocab["<video>"], image_grid_pinpoints=pinpoints,
-        vision_feature_select_strategy="full", vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9")
+        image_token_index=vocab["<image>"],
+        video_token_index=vocab["<video>"],
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        vision_aspect_ratio="anyres_max_9",
+    )
     model = LlavaOnevisionForConditionalGeneration(config)
     processor = LlavaOnevisionProcessor(
-        image_processor=LlavaOnevisionImageProcessor(size={"height": 384, "width": 384}, image_grid_pinpoints=pinpoints),
-        tokenizer=tokenizer, video_processor=LlavaOnevisionVideoProcessor(), num_image_tokens=729,
-        vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9", chat_template=ONEVISION_CHAT_TEMPLATE)
+        image_processor=LlavaOnevisionImageProcessor(
+            size={"height": 384, "width": 384}, image_grid_pinpoints=pinpoints
+        ),
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=729,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        chat_template=ONEVISION_CHAT_TEMPLATE,
+    )
     return model, processor, vocab["<|endoftext|>"], vocab["<|im_end|>"]
 
 
@@ -149,33 +223,71 @@ def build_qwen(layers, vision_layers, tiny):
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                "<|image_pad|>", "<|video_pad|>")
+    specials = (
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    )
     tokenizer = _tokenizer(specials, bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk="<|endoftext|>")
     vocab = tokenizer.get_vocab()
-    text = _shrink(dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                        num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
-                        rope_theta=1000000.0), layers, tiny and TINY_TEXT)
+    text = _shrink(
+        dict(
+            vocab_size=152064,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            max_position_embeddings=128000,
+            rope_theta=1000000.0,
+        ),
+        layers,
+        tiny and TINY_TEXT,
+    )
     head_dim = text["hidden_size"] // text["num_attention_heads"]
-    vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31])
+    vision = dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
+    )
     if tiny:
         vision.update(hidden_size=32, intermediate_size=64, num_heads=2)
     if vision_layers is not None:
         vision["depth"] = vision_layers
         vision["fullatt_block_indexes"] = [i for i in vision["fullatt_block_indexes"] if i < vision_layers] or [
-            vision_layers - 1]
+            vision_layers - 1
+        ]
     config = Qwen2_5_VLConfig(
         vision_config=dict(vision, out_hidden_size=text["hidden_size"]),
-        text_config=dict(text, pad_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|im_end|>"],
-                         bos_token_id=vocab["<|endoftext|>"],
-                         rope_scaling={"type": "mrope", "mrope_section": [head_dim // 8, head_dim * 3 // 16,
-                                                                          head_dim * 3 // 16]}),
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"])
+        text_config=dict(
+            text,
+            pad_token_id=vocab["<|endoftext|>"],
+            eos_token_id=vocab["<|im_end|>"],
+            bos_token_id=vocab["<|endoftext|>"],
+            rope_scaling={"type": "mrope", "mrope_section": [head_dim // 8, head_dim * 3 // 16, head_dim * 3 // 16]},
+        ),
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"],
+    )
     model = Qwen2_5_VLForConditionalGeneration(config)
-    processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer,
-                                    video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
+    )
     return model, processor, vocab["<|endoftext|>"], vocab["<|im_end|>"]
 
 
@@ -295,8 +407,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla baseline")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--questions", type=int, default=None, help="questions per run (default: largest batch)")
-    parser.add_argument("--image-sizes", nargs="+", default=["2048x1536", "3840x2160", "7680x4320"],
-                        help="WIDTHxHEIGHT of the generated images, cycled over the questions")
+    parser.add_argument(
+        "--image-sizes",
+        nargs="+",
+        default=["2048x1536", "3840x2160", "7680x4320"],
+        help="WIDTHxHEIGHT of the generated images, cycled over the questions",
+    )
     parser.add_argument("--layers", type=int, default=None, help="keep the first N decoder layers")
     parser.add_argument("--vision-layers", type=int, default=None, help="keep the first N vision-tower layers")
     parser.add_argument("--scale", choices=("full", "tiny"), default="full", help="tiny: every width shrunk (CI)")
@@ -304,11 +420,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--target-tokens", type=int, default=32, help="step I's generation budget")
     parser.add_argument("--answer-tokens", type=int, default=8, help="the final answer's generation budget")
-    parser.add_argument("--no-overrun", action="store_true",
-                        help="verify exactly n_steps ROIs (random weights answer No, so overrun verifies every ROI)")
+    parser.add_argument(
+        "--no-overrun",
+        action="store_true",
+        help="verify exactly n_steps ROIs (random weights answer No, so overrun verifies every ROI)",
+    )
     parser.add_argument("--compile", action="store_true", help="FocusWrapper(compile=True)")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend (eager: dynamo's graph capture alone, to count recompiles fast)")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend (eager: dynamo's graph capture alone, to count recompiles fast)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -323,12 +445,19 @@ def main(argv=None) -> dict:
 
     report = {
         "benchmark": "end-to-end seconds per question, random weights",
-        "device": device_name(device), "dtype": str(dtype).removeprefix("torch."),
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "scale": args.scale, "layers": args.layers, "vision_layers": args.vision_layers,
-        "image_sizes": args.image_sizes, "questions_per_run": n_questions,
+        "device": device_name(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "scale": args.scale,
+        "layers": args.layers,
+        "vision_layers": args.vision_layers,
+        "image_sizes": args.image_sizes,
+        "questions_per_run": n_questions,
         "generation_budget": {"targets": args.target_tokens, "answer": args.answer_tokens},
-        "overrun": not args.no_overrun, "compile": args.compile and args.compile_backend, "runs": [],
+        "overrun": not args.no_overrun,
+        "compile": args.compile and args.compile_backend,
+        "runs": [],
     }
     items = make_questions(n_questions, sizes)
     for family in args.models:
@@ -341,14 +470,25 @@ def main(argv=None) -> dict:
             start = min(round(preset.layers[0] * depth / (32 if family == "llava-1.5" else 28)), depth - 1)
             config = dataclasses.replace(preset, layers=(start, depth), overrun=not args.no_overrun)
             if fw is None:  # one wrapper per model: compiling happens once, with its hooks attached
-                fw = FocusWrapper(model, processor, config, max_new_tokens=args.answer_tokens,
-                                  target_max_new_tokens=args.target_tokens,
-                                  compile={"backend": args.compile_backend} if args.compile else False)
+                fw = FocusWrapper(
+                    model,
+                    processor,
+                    config,
+                    max_new_tokens=args.answer_tokens,
+                    target_max_new_tokens=args.target_tokens,
+                    compile={"backend": args.compile_backend} if args.compile else False,
+                )
             else:  # same layers (same hooks); n_steps and k change the verification and proposals
                 fw.config, fw.proposer = config, RoiProposer.from_config(config)
             for batch_size in args.batch_sizes:
-                entry = {"model": f"{family}-7b", "method": method, "n_steps": n_steps, "batch_size": batch_size,
-                         "layers": depth, "focus_layers": list(config.layers)}
+                entry = {
+                    "model": f"{family}-7b",
+                    "method": method,
+                    "n_steps": n_steps,
+                    "batch_size": batch_size,
+                    "layers": depth,
+                    "focus_layers": list(config.layers),
+                }
                 entry.update(run(fw, items, method, batch_size, device, args.compile))
                 print(json.dumps(entry), flush=True)
                 report["runs"].append(entry)

@@ -61,13 +61,24 @@ def main(argv=None) -> dict:
         for a, b in zip(separate, shared):
             assert torch.equal(a.input_ids, b.input_ids)
             assert torch.equal(a.model_inputs["pixel_values"], b.model_inputs["pixel_values"])
-        before = timed(lambda: [adapter.encode_existence(image, t) for t in targets], args.repeats)
-        after = timed(lambda: adapter.encode_existence_targets(image, targets), args.repeats)
-        rows.append({"image": size, "targets": len(targets), "per_target_seconds": round(before, 4),
-                     "shared_seconds": round(after, 4), "speedup": round(before / after, 3)})
+        before = timed(lambda image=image: [adapter.encode_existence(image, t) for t in targets], args.repeats)
+        after = timed(lambda image=image: adapter.encode_existence_targets(image, targets), args.repeats)
+        rows.append(
+            {
+                "image": size,
+                "targets": len(targets),
+                "per_target_seconds": round(before, 4),
+                "shared_seconds": round(after, 4),
+                "speedup": round(before / after, 3),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    report = {"benchmark": "existence-prompt encoding of one question (LLaVA-1.5 processor), host time",
-              "device": f"CPU ({platform.machine()}, 1 thread)", "repeats": args.repeats, "rows": rows}
+    report = {
+        "benchmark": "existence-prompt encoding of one question (LLaVA-1.5 processor), host time",
+        "device": f"CPU ({platform.machine()}, 1 thread)",
+        "repeats": args.repeats,
+        "rows": rows,
+    }
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return report

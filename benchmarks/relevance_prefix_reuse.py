@@ -53,8 +53,13 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     tile = args.tile_tokens * 14
     model, processor = build_tiny_onevision(
-        tile_size=tile, patch_size=14, hidden_size=args.hidden, num_layers=args.layers,
-        num_heads=max(1, args.hidden // 64), num_kv_heads=max(1, args.hidden // 256))
+        tile_size=tile,
+        patch_size=14,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=max(1, args.hidden // 64),
+        num_kv_heads=max(1, args.hidden // 256),
+    )
     model = model.to(device)
     config = FocusConfig.preset("llava-onevision", n_steps=0, layers=(args.layers // 2, args.layers))
     rng = np.random.default_rng(0)
@@ -77,17 +82,28 @@ def main(argv=None) -> dict:
         "benchmark": "relevance phase, 2-target question, prefix reuse vs one full pass per target",
         "device": device_name(device),
         "torch": torch.__version__,
-        "model": {"family": "llava-onevision (random weights)", "lm_hidden": args.hidden, "lm_layers": args.layers,
-                  "vision_hidden": model.config.vision_config.hidden_size,
-                  "image_tokens": int((enc.input_ids == fw.adapter.image_token_id).sum()),
-                  "prompt_tokens": enc.input_ids.numel(), "image_size": list(image.size)},
+        "model": {
+            "family": "llava-onevision (random weights)",
+            "lm_hidden": args.hidden,
+            "lm_layers": args.layers,
+            "vision_hidden": model.config.vision_config.hidden_size,
+            "image_tokens": int((enc.input_ids == fw.adapter.image_token_id).sum()),
+            "prompt_tokens": enc.input_ids.numel(),
+            "image_size": list(image.size),
+        },
         "repeats": args.repeats,
-        "full_passes": {"seconds_median": round(full_s, 4), "seconds": [round(s, 4) for s in runs[False]],
-                        "forward_passes": out[False].forward_passes["relevance"],
-                        "tokens": out[False].tokens["relevance"]},
-        "prefix_reuse": {"seconds_median": round(reuse_s, 4), "seconds": [round(s, 4) for s in runs[True]],
-                         "forward_passes": out[True].forward_passes["relevance"],
-                         "tokens": out[True].tokens["relevance"]},
+        "full_passes": {
+            "seconds_median": round(full_s, 4),
+            "seconds": [round(s, 4) for s in runs[False]],
+            "forward_passes": out[False].forward_passes["relevance"],
+            "tokens": out[False].tokens["relevance"],
+        },
+        "prefix_reuse": {
+            "seconds_median": round(reuse_s, 4),
+            "seconds": [round(s, 4) for s in runs[True]],
+            "forward_passes": out[True].forward_passes["relevance"],
+            "tokens": out[True].tokens["relevance"],
+        },
         "speedup": round(full_s / reuse_s, 3),
     }
     print(json.dumps(report, indent=2))

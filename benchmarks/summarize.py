@@ -17,7 +17,8 @@ def main(path: str) -> None:
         info = bench.get("extra_info", {})
         median_ms = info.get("median_ms_cuda_events", bench["stats"]["median"] * 1e3)
         extras = "  ".join(
-            f"{key}={value:.3g}" for key, value in info.items()
+            f"{key}={value:.3g}"
+            for key, value in info.items()
             if isinstance(value, (int, float)) and key != "median_ms_cuda_events"
         )
         print(f"{bench['name']:<60} {median_ms:10.4f} ms  {extras}")

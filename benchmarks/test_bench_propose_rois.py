@@ -43,8 +43,15 @@ def make_maps(batch, h, w, device):
 
 
 def hyper_parameters(cfg):
-    return dict(k=cfg.k, s_min=cfg.s_min, s_max=cfg.s_max, s_dist=cfg.s_dist, expand_threshold=cfg.expand_threshold,
-                smooth_sigma=cfg.smooth_sigma, downsample=cfg.downsample)
+    return dict(
+        k=cfg.k,
+        s_min=cfg.s_min,
+        s_max=cfg.s_max,
+        s_dist=cfg.s_dist,
+        expand_threshold=cfg.expand_threshold,
+        smooth_sigma=cfg.smooth_sigma,
+        downsample=cfg.downsample,
+    )
 
 
 def synchronized(fn, device):

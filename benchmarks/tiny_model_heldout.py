@@ -50,8 +50,10 @@ def category_table(rows: list[dict]) -> dict:
     table = {}
     for name, group in groups.items():
         s = summarize(group)
-        table[name] = {k: s[k] for k in ("n", "accuracy", "fp_search_mean", "roi_recall", "top_roi_recall",
-                                         "seconds_mean", "errors")}
+        table[name] = {
+            k: s[k]
+            for k in ("n", "accuracy", "fp_search_mean", "roi_recall", "top_roi_recall", "seconds_mean", "errors")
+        }
     return table
 
 
@@ -64,38 +66,85 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
     data = args.work / f"data_n{args.n}_seed{args.seed}"
-    commands = [[sys.executable, "-m", "focus_modules.synthetic", "--out", str(data), "--n", str(args.n),
-                 "--seed", str(args.seed)]]
+    commands = [
+        [
+            sys.executable,
+            "-m",
+            "focus_modules.synthetic",
+            "--out",
+            str(data),
+            "--n",
+            str(args.n),
+            "--seed",
+            str(args.seed),
+        ]
+    ]
     outputs = {}
     for name, flags in METHODS:
         out = args.work / f"{flags[1]}.jsonl"
         outputs[name] = out
-        commands.append(["focus", "eval", "--model", str(args.model), "--dataset", "vstar", "--data", str(data),
-                         "--categories", "all", *flags, "--batch-size", str(args.batch_size), "--device", "cpu", "--overwrite",
-                         "--out", str(out)])
+        commands.append(
+            [
+                "focus",
+                "eval",
+                "--model",
+                str(args.model),
+                "--dataset",
+                "vstar",
+                "--data",
+                str(data),
+                "--categories",
+                "all",
+                *flags,
+                "--batch-size",
+                str(args.batch_size),
+                "--device",
+                "cpu",
+                "--overwrite",
+                "--out",
+                str(out),
+            ]
+        )
     written = sum(1 for _ in data.glob("*/*.json")) if data.is_dir() else 0
     for command in commands[1:] if written == 3 * args.n else commands:  # the set is deterministic
         run(command)
-    rows = {name: [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-            for name, out in outputs.items()}
+    rows = {
+        name: [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        for name, out in outputs.items()
+    }
     tables = {name: category_table(r) for name, r in rows.items()}
     shown = [shlex.join(["python" if c == sys.executable else c for c in command]) for command in commands]
-    report = {"model": str(args.model), "questions": f"{args.n} per family, seed {args.seed}", "commands": shown,
-              "machine": f"{platform.machine()} CPU, {platform.python_version()}", "methods": tables}
+    report = {
+        "model": str(args.model),
+        "questions": f"{args.n} per family, seed {args.seed}",
+        "commands": shown,
+        "machine": f"{platform.machine()} CPU, {platform.python_version()}",
+        "methods": tables,
+    }
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
-    demo_rows = [{"method": name, "fp_search_mean": t["all"]["fp_search_mean"] or 0.0,
-                  "accuracy": {c: t[c]["accuracy"] for c in ("attribute", "spatial", "counting") if c in t}}
-                 for name, t in tables.items()]
-    demo_summary = {"questions": f"{3 * args.n} questions ({args.n} per family, seed {args.seed})",
-                    "rows": demo_rows, "commands": [c.replace(str(args.model), "CHECKPOINT") for c in shown]}
+    demo_rows = [
+        {
+            "method": name,
+            "fp_search_mean": t["all"]["fp_search_mean"] or 0.0,
+            "accuracy": {c: t[c]["accuracy"] for c in ("attribute", "spatial", "counting") if c in t},
+        }
+        for name, t in tables.items()
+    ]
+    demo_summary = {
+        "questions": f"{3 * args.n} questions ({args.n} per family, seed {args.seed})",
+        "rows": demo_rows,
+        "commands": [c.replace(str(args.model), "CHECKPOINT") for c in shown],
+    }
     (args.model / BENCHMARK_FILE).write_text(json.dumps(demo_summary, indent=1) + "\n")
     print("| method | category | n | accuracy | search FPs | ROI recall (any / top) | s/question |")
     print("|---|---|---|---|---|---|---|")
     for name, table in tables.items():
         for category, t in sorted(table.items()):
             recall = "–" if t["roi_recall"] is None else f"{t['roi_recall']:.1f} / {t['top_roi_recall']:.1f}"
-            print(f"| {name} | {category} | {t['n']} | {t['accuracy']:.1f} | {t['fp_search_mean']:.2f} | {recall} | "
-                  f"{t['seconds_mean']:.2f} |")
+            print(
+                f"| {name} | {category} | {t['n']} | {t['accuracy']:.1f} | {t['fp_search_mean']:.2f} | {recall} | "
+                f"{t['seconds_mean']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

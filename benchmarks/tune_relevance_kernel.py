@@ -28,8 +28,15 @@ def main():
         results = []
         for combo in itertools.product(*SWEEP.values()):
             tiles = dict(zip(SWEEP, combo))
-            fn = functools.partial(relevance_scores_triton, values, target_idx, visual_idx,
-                                   norm_eps=NORM_EPS, denominator_eps=DENOMINATOR_EPS, **tiles)
+            fn = functools.partial(
+                relevance_scores_triton,
+                values,
+                target_idx,
+                visual_idx,
+                norm_eps=NORM_EPS,
+                denominator_eps=DENOMINATOR_EPS,
+                **tiles,
+            )
             err = ((fn() - ref).norm() / ref.norm()).item()
             ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
             results.append((ms, tiles, err))

@@ -45,10 +45,28 @@ def _guard(x, eps: tl.constexpr):
 
 @triton.jit
 def _similarity_rows_kernel(
-    values_ptr, target_ptr, mask_ptr, rows_ptr, partial_ptr, target_sum_ptr, done_ptr,
-    num_layers, seq_len, num_heads, head_dim, num_targets, num_chunks,
-    stride_vb, stride_vl, stride_vn, stride_vh, stride_vd,
-    HAS_MASK: tl.constexpr, S_BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    values_ptr,
+    target_ptr,
+    mask_ptr,
+    rows_ptr,
+    partial_ptr,
+    target_sum_ptr,
+    done_ptr,
+    num_layers,
+    seq_len,
+    num_heads,
+    head_dim,
+    num_targets,
+    num_chunks,
+    stride_vb,
+    stride_vl,
+    stride_vn,
+    stride_vh,
+    stride_vd,
+    HAS_MASK: tl.constexpr,
+    S_BLOCK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     NORM_EPS: tl.constexpr,
 ):
     # Chunks vary fastest so that neighbouring programs stream neighbouring memory.
@@ -85,8 +103,11 @@ def _similarity_rows_kernel(
             if s < num_targets:
                 pos = tl.load(target_ptr + b * num_targets + s)
                 # A [1, D] row keeps the target's reductions inside a warp, like the tile's rows.
-                t = tl.load(base + tl.maximum(pos, 0).to(tl.int64) * stride_vn + h * stride_vh
-                            + offs_d[None, :] * stride_vd, mask=d_ok[None, :] & (pos >= 0), other=0.0).to(tl.float32)
+                t = tl.load(
+                    base + tl.maximum(pos, 0).to(tl.int64) * stride_vn + h * stride_vh + offs_d[None, :] * stride_vd,
+                    mask=d_ok[None, :] & (pos >= 0),
+                    other=0.0,
+                ).to(tl.float32)
                 inv_t = 1.0 / tl.maximum(tl.sqrt(tl.sum(t * t, axis=1)), NORM_EPS)  # [1]
                 cos = tl.sum(x * t, axis=1) * inv_x * inv_t  # [BLOCK_N]
                 sim = tl.where(offs_s[None, :] == s, sim + cos[:, None], sim)
@@ -100,16 +121,31 @@ def _similarity_rows_kernel(
     residual = tl.where(real[:, None] & n_ok[:, None], residual, 0.0)
 
     row = (b * num_layers + layer) * num_targets + offs_s  # [S_BLOCK]
-    tl.store(rows_ptr + row[None, :].to(tl.int64) * seq_len + offs_n[:, None], residual,
-             mask=s_ok[None, :] & n_ok[:, None])
+    tl.store(
+        rows_ptr + row[None, :].to(tl.int64) * seq_len + offs_n[:, None], residual, mask=s_ok[None, :] & n_ok[:, None]
+    )
     tl.store(partial_ptr + row * num_chunks + pid_n, tl.sum(residual, axis=0), mask=s_ok)
 
 
 @triton.jit
 def _rollout_consensus_kernel(
-    rows_ptr, partial_ptr, target_ptr, visual_ptr, rollout_ptr, target_sum_ptr, done_ptr, out_ptr,
-    num_layers, seq_len, num_targets, num_visual, num_chunks,
-    S_BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_C: tl.constexpr, TAIL_BLOCK: tl.constexpr,
+    rows_ptr,
+    partial_ptr,
+    target_ptr,
+    visual_ptr,
+    rollout_ptr,
+    target_sum_ptr,
+    done_ptr,
+    out_ptr,
+    num_layers,
+    seq_len,
+    num_targets,
+    num_visual,
+    num_chunks,
+    S_BLOCK: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    TAIL_BLOCK: tl.constexpr,
     EPS: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -130,12 +166,18 @@ def _rollout_consensus_kernel(
         parts = tl.zeros([S_BLOCK, BLOCK_C], dtype=tl.float32)
         for c0 in range(0, num_chunks, BLOCK_C):
             offs_c = c0 + tl.arange(0, BLOCK_C)
-            parts += tl.load(partial_ptr + row[:, None] * num_chunks + offs_c[None, :],
-                             mask=s_ok[:, None] & (offs_c[None, :] < num_chunks), other=0.0)
+            parts += tl.load(
+                partial_ptr + row[:, None] * num_chunks + offs_c[None, :],
+                mask=s_ok[:, None] & (offs_c[None, :] < num_chunks),
+                other=0.0,
+            )
         # One reduction after the loop (a reduction inside it crashed triton 3.6's compiler).
         row_sum = tl.sum(parts, axis=1)
-        r = tl.load(rows_ptr + row[:, None].to(tl.int64) * seq_len + tl.maximum(visual_pos, 0)[None, :],
-                    mask=t_ok[:, None] & v_ok[None, :], other=0.0)
+        r = tl.load(
+            rows_ptr + row[:, None].to(tl.int64) * seq_len + tl.maximum(visual_pos, 0)[None, :],
+            mask=t_ok[:, None] & v_ok[None, :],
+            other=0.0,
+        )
         acc += r / _guard(row_sum, EPS)[:, None]
     tl.store(rollout_ptr + (b * S_BLOCK + offs_s[:, None]) * num_visual + offs_v[None, :], acc, mask=in_v[None, :])
     tl.atomic_add(target_sum_ptr + b * S_BLOCK + offs_s, tl.sum(acc, axis=1), mask=s_ok, sem="relaxed")
@@ -233,17 +275,47 @@ def relevance_scores_triton(
     mask = attention_mask.contiguous() if attention_mask is not None else target_idx
 
     wrap(_similarity_rows_kernel)[(num_chunks, batch * num_layers)](
-        values, target_idx, mask, rows, partial, target_sum, done,
-        num_layers, seq_len, num_heads, head_dim, num_targets, num_chunks,
+        values,
+        target_idx,
+        mask,
+        rows,
+        partial,
+        target_sum,
+        done,
+        num_layers,
+        seq_len,
+        num_heads,
+        head_dim,
+        num_targets,
+        num_chunks,
         *values.stride(),
-        HAS_MASK=attention_mask is not None, S_BLOCK=s_block, BLOCK_N=block_n, BLOCK_D=block_d,
-        NORM_EPS=norm_eps, num_warps=rows_warps,
+        HAS_MASK=attention_mask is not None,
+        S_BLOCK=s_block,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+        NORM_EPS=norm_eps,
+        num_warps=rows_warps,
     )
     wrap(_rollout_consensus_kernel)[(batch, triton.cdiv(num_visual, block_v))](
-        rows, partial, target_idx, visual_idx, rollout, target_sum, done, out,
-        num_layers, seq_len, num_targets, num_visual, num_chunks,
-        S_BLOCK=s_block, BLOCK_V=block_v, BLOCK_C=max(16, min(256, triton.next_power_of_2(num_chunks))),
-        TAIL_BLOCK=tail_block, EPS=denominator_eps, num_warps=rollout_warps,
+        rows,
+        partial,
+        target_idx,
+        visual_idx,
+        rollout,
+        target_sum,
+        done,
+        out,
+        num_layers,
+        seq_len,
+        num_targets,
+        num_visual,
+        num_chunks,
+        S_BLOCK=s_block,
+        BLOCK_V=block_v,
+        BLOCK_C=max(16, min(256, triton.next_power_of_2(num_chunks))),
+        TAIL_BLOCK=tail_block,
+        EPS=denominator_eps,
+        num_warps=rollout_warps,
     )
     return out
 

@@ -31,12 +31,30 @@ def b64(data: bytes) -> str:
 
 # V*Bench: (folder, name, question, options with the correct one first, bbox list, image size)
 VSTAR_ITEMS = [
-    ("direct_attributes", "sa_2", "What is the color of the cup?", ["red", "blue", "green", "white"],
-     [[10, 12, 8, 6]], (64, 48)),
-    ("direct_attributes", "sa_10", "What is the material of the glove?", ["leather", "cotton", "rubber", "wool"],
-     [[30, 20, 10, 10]], (64, 48)),
-    ("relative_position", "sa_7", "Is the dog on the left or right side of the cat?", ["left", "right"],
-     [[2, 2, 10, 10], [40, 30, 12, 10]], (64, 48)),
+    (
+        "direct_attributes",
+        "sa_2",
+        "What is the color of the cup?",
+        ["red", "blue", "green", "white"],
+        [[10, 12, 8, 6]],
+        (64, 48),
+    ),
+    (
+        "direct_attributes",
+        "sa_10",
+        "What is the material of the glove?",
+        ["leather", "cotton", "rubber", "wool"],
+        [[30, 20, 10, 10]],
+        (64, 48),
+    ),
+    (
+        "relative_position",
+        "sa_7",
+        "Is the dog on the left or right side of the cat?",
+        ["left", "right"],
+        [[2, 2, 10, 10], [40, 30, 12, 10]],
+        (64, 48),
+    ),
     ("counting", "count_1", "How many stars are there?", ["3", "2", "4", "5"], [[5, 5, 4, 4]], (32, 32)),
 ]
 
@@ -44,8 +62,17 @@ VSTAR_ITEMS = [
 def make_vstar(root: Path, corrupt: str | None = "sa_10", extra: int = 0) -> Path:
     """A V*Bench folder with the items above plus ``extra`` more attribute questions;
     ``corrupt`` names the item whose JPEG is broken."""
-    more = [("direct_attributes", f"sa_{1000 + i}", f"What is the color of object {i}?",
-             ["red", "blue", "green", "a very long option text"], [[1, 1, 5, 5]], (32, 24)) for i in range(extra)]
+    more = [
+        (
+            "direct_attributes",
+            f"sa_{1000 + i}",
+            f"What is the color of object {i}?",
+            ["red", "blue", "green", "a very long option text"],
+            [[1, 1, 5, 5]],
+            (32, 24),
+        )
+        for i in range(extra)
+    ]
     for folder, name, question, options, bbox, (w, h) in VSTAR_ITEMS + more:
         (root / folder).mkdir(parents=True, exist_ok=True)
         meta = {"target_object": ["thing"] * len(bbox), "bbox": bbox, "question": question, "options": options}
@@ -67,8 +94,17 @@ def make_hrbench(path: Path) -> Path:
         for shift in range(2):
             rotated = options[shift:] + options[:shift]
             image = b64(jpeg_bytes(*size, (10, 200, 10))) if shift == 0 else str(base)
-            rows.append([base + shift, f"What color is object {base}?\tplease answer", "ABCD"[rotated.index("red")],
-                         category, *rotated, f"cycle{shift}", image])
+            rows.append(
+                [
+                    base + shift,
+                    f"What color is object {base}?\tplease answer",
+                    "ABCD"[rotated.index("red")],
+                    category,
+                    *rotated,
+                    f"cycle{shift}",
+                    image,
+                ]
+            )
     rows.append([30, "A broken image?", "B", "single", *options, "cycle0", b64(CORRUPT_JPEG)])
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, delimiter="\t")
@@ -78,12 +114,27 @@ def make_hrbench(path: Path) -> Path:
 
 
 MME_RECORDS = [
-    dict(index=100, question="What does the sign say?", answer="C", category="Perception/OCR with Complex Context",
-         **{"l2-category": "text recognition"}),
-    dict(index=101, question="How many cars are there?", answer="A", category="Perception/Autonomous_Driving",
-         **{"l2-category": "object_count"}),
-    dict(index=102, question="What will the pedestrian do?", answer="E", category="Reasoning/Autonomous_Driving",
-         **{"l2-category": "intention_pedestrian"}),
+    dict(
+        index=100,
+        question="What does the sign say?",
+        answer="C",
+        category="Perception/OCR with Complex Context",
+        **{"l2-category": "text recognition"},
+    ),
+    dict(
+        index=101,
+        question="How many cars are there?",
+        answer="A",
+        category="Perception/Autonomous_Driving",
+        **{"l2-category": "object_count"},
+    ),
+    dict(
+        index=102,
+        question="What will the pedestrian do?",
+        answer="E",
+        category="Reasoning/Autonomous_Driving",
+        **{"l2-category": "intention_pedestrian"},
+    ),
 ]
 MME_OPTIONS = ["(A) one", "(B) two", "(C) three", "(D) four", "(E) The image does not feature it"]
 
@@ -170,8 +221,18 @@ class FakeAnswerer:
         self.calls = []
         self.kwargs = []
 
-    def answer(self, images, questions, options=None, targets=None, method="focus", batch_size=None,
-               answer_prompts=None, answer_scheme="generate", search_keys=None):
+    def answer(
+        self,
+        images,
+        questions,
+        options=None,
+        targets=None,
+        method="focus",
+        batch_size=None,
+        answer_prompts=None,
+        answer_scheme="generate",
+        search_keys=None,
+    ):
         assert len(images) == len(questions) == len(options)
         self.calls.append(list(questions))
         self.kwargs.append(dict(answer_prompts=answer_prompts, answer_scheme=answer_scheme, search_keys=search_keys))
@@ -181,24 +242,29 @@ class FakeAnswerer:
             best = max(range(len(opts)), key=lambda i: (len(opts[i]), -i))
             letter = "ABCDEFGH"[best]
             w, h = image.size
-            rois = [] if method == "vanilla" else [[FakeRoi((0.0, 0.0, w / 2, h / 2), 0.9, 0.8),
-                                                   FakeRoi((w / 2, h / 2, w, h), 0.5, None)]]
+            rois = (
+                []
+                if method == "vanilla"
+                else [[FakeRoi((0.0, 0.0, w / 2, h / 2), 0.9, 0.8), FakeRoi((w / 2, h / 2, w, h), 0.5, None)]]
+            )
             leader = searched.setdefault(search_keys[i], i) if search_keys is not None else i
             passes = {"answer": 1} if method == "vanilla" else {"targets": 1, "relevance": 1, "verify": 2, "answer": 1}
             if leader != i:
                 passes = {**passes, "targets": 0, "relevance": 0, "verify": 0}
             if answer_scheme == "logits":
                 passes["answer"] = len(opts)
-            results.append(FakeResult(
-                answer=letter if self.style == "letter" else f"The answer is ({letter}).",
-                targets=[] if method == "vanilla" else ["thing"],
-                question_type=1,
-                rois=rois,
-                forward_passes=passes,
-                timings={"answer": 0.01},
-                option_scores=[float(len(o)) for o in opts] if answer_scheme == "logits" else None,
-                search_reused_from=None if leader == i else leader,
-            ))
+            results.append(
+                FakeResult(
+                    answer=letter if self.style == "letter" else f"The answer is ({letter}).",
+                    targets=[] if method == "vanilla" else ["thing"],
+                    question_type=1,
+                    rois=rois,
+                    forward_passes=passes,
+                    timings={"answer": 0.01},
+                    option_scores=[float(len(o)) for o in opts] if answer_scheme == "logits" else None,
+                    search_reused_from=None if leader == i else leader,
+                )
+            )
         return results
 
 
@@ -213,11 +279,26 @@ def make_vstar_table(path: Path, fmt: str) -> Path:
         image = jpeg_bytes(*size, (30, 30, 200))
         if fmt == "parquet":
             text = question + "".join(f"\n({'ABCD'[i]}) {o}" for i, o in enumerate(shown))
-            rows.append({"question_id": number, "text": text, "label": "B", "category": folder,
-                         "image": {"bytes": image, "path": None}})
+            rows.append(
+                {
+                    "question_id": number,
+                    "text": text,
+                    "label": "B",
+                    "category": folder,
+                    "image": {"bytes": image, "path": None},
+                }
+            )
         else:
-            rows.append({"index": number, "question": question, **dict(zip("ABCD", shown)), "answer": "B",
-                         "category": folder, "image": b64(image)})
+            rows.append(
+                {
+                    "index": number,
+                    "question": question,
+                    **dict(zip("ABCD", shown)),
+                    "answer": "B",
+                    "category": folder,
+                    "image": b64(image),
+                }
+            )
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq

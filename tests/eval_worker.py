@@ -1,6 +1,6 @@
 """A benchmark run with the fake answerer, as its own process (plain or under torchrun).
 
-    python tests/eval_worker.py DATASET DATA OUT [--delay S] [--method M] [--batch-size N]
+python tests/eval_worker.py DATASET DATA OUT [--delay S] [--method M] [--batch-size N]
 """
 
 import argparse
@@ -20,8 +20,15 @@ parser.add_argument("--method", default="focus")
 parser.add_argument("--batch-size", type=int, default=1)
 args = parser.parse_args()
 answerer = FakeAnswerer(delay=args.delay)
-run_eval(load_dataset(args.dataset, args.data), answerer, args.out, dataset=args.dataset, method=args.method,
-         batch_size=args.batch_size, progress=False)
+run_eval(
+    load_dataset(args.dataset, args.data),
+    answerer,
+    args.out,
+    dataset=args.dataset,
+    method=args.method,
+    batch_size=args.batch_size,
+    progress=False,
+)
 # which questions this process sent to the model, for the sharding test
 with open(f"{args.out}.asked{os.environ.get('RANK', '0')}", "w") as handle:
     json.dump([q for call in answerer.calls for q in call], handle)

@@ -65,10 +65,18 @@ def files(tmp_path):
     header_only.write_text("\t".join(HRBENCH_HEADER) + "\n")
     empty_mme = tmp_path / "mme.json"
     empty_mme.write_text("[]")
-    return dict(image=str(image), empty_folder=str(empty_folder), bert=str(bert), bad_settings=str(bad_settings),
-                missing_model=str(tmp_path / "models" / "nope"), header_only=str(header_only),
-                empty_mme=str(empty_mme), missing=str(tmp_path / "missing.png"), out=str(tmp_path / "r.jsonl"),
-                vstar=str(make_vstar(tmp_path / "vstar")))
+    return dict(
+        image=str(image),
+        empty_folder=str(empty_folder),
+        bert=str(bert),
+        bad_settings=str(bad_settings),
+        missing_model=str(tmp_path / "models" / "nope"),
+        header_only=str(header_only),
+        empty_mme=str(empty_mme),
+        missing=str(tmp_path / "missing.png"),
+        out=str(tmp_path / "r.jsonl"),
+        vstar=str(make_vstar(tmp_path / "vstar")),
+    )
 
 
 def ask(image, question="What is the color of the cup?", *extra, model=SHIPPED):
@@ -82,35 +90,60 @@ def evaluate(dataset, data, out, *extra):
 # (case, argv from the files fixture, what the one-line error must say)
 CLI_ERRORS = [
     ("empty question", lambda f: ask(f["image"], "   "), "the question is empty"),
-    ("empty option", lambda f: ask(f["image"], "Which?", "--option", "red", "--option", ""), "--option must not be empty"),
+    (
+        "empty option",
+        lambda f: ask(f["image"], "Which?", "--option", "red", "--option", ""),
+        "--option must not be empty",
+    ),
     ("negative --n-steps", lambda f: ask(f["image"], "Which?", "--n-steps", "-1"), "must be >= 0"),
-    ("--n-steps not a number", lambda f: ask(f["image"], "Which?", "--n-steps", "many"), "expected an integer, got 'many'"),
+    (
+        "--n-steps not a number",
+        lambda f: ask(f["image"], "Which?", "--n-steps", "many"),
+        "expected an integer, got 'many'",
+    ),
     ("--set without =", lambda f: ask(f["image"], "Which?", "--set", "k"), "FIELD=VALUE"),
     ("--set unknown field", lambda f: ask(f["image"], "Which?", "--set", "kk=3"), "no field 'kk'"),
     ("--set wrong type", lambda f: ask(f["image"], "Which?", "--set", "k=x"), "k expects int"),
     ("--set value out of range", lambda f: ask(f["image"], "Which?", "--set", "k=0"), "k must be >= 1"),
     ("--set s_min > s_max", lambda f: ask(f["image"], "Which?", "--set", "s_min=9"), "s_min <= s_max"),
-    ("--set layers beyond the model", lambda f: ask(f["image"], "Which?", "--set", "layers=3,60"),
-     "has 6 layers .*--set layers=3,6"),
+    (
+        "--set layers beyond the model",
+        lambda f: ask(f["image"], "Which?", "--set", "layers=3,60"),
+        "has 6 layers .*--set layers=3,6",
+    ),
     ("--device gpu", lambda f: ask(f["image"], "Which?", "--device", "gpu"), "'gpu' is not a device"),
     ("--dtype unknown", lambda f: ask(f["image"], "Which?", "--dtype", "float8"), "invalid choice: 'float8'"),
     ("--model folder missing", lambda f: ask(f["image"], model=f["missing_model"]), "no such folder"),
     ("--model folder without config.json", lambda f: ask(f["image"], model=f["empty_folder"]), "holds no config.json"),
-    ("--model of an unsupported class", lambda f: ask(f["image"], model=f["bert"]),
-     r"no FOCUS adapter for BertModel; supported model families: .*llava-1.5 \(LlavaForConditionalGeneration\)"),
-    ("focus_config.json with an unknown field", lambda f: ask(f["image"], model=f["bad_settings"]),
-     "focus_config.json: FocusConfig has no fields \\['layerz'\\]"),
+    (
+        "--model of an unsupported class",
+        lambda f: ask(f["image"], model=f["bert"]),
+        r"no FOCUS adapter for BertModel; supported model families: .*llava-1.5 \(LlavaForConditionalGeneration\)",
+    ),
+    (
+        "focus_config.json with an unknown field",
+        lambda f: ask(f["image"], model=f["bad_settings"]),
+        "focus_config.json: FocusConfig has no fields \\['layerz'\\]",
+    ),
     ("image file missing", lambda f: ask(f["missing"]), "cannot read image file"),
     ("eval --limit 0", lambda f: evaluate("vstar", f["vstar"], f["out"], "--limit", "0"), "must be >= 1"),
     ("eval --batch-size 0", lambda f: evaluate("vstar", f["vstar"], f["out"], "--batch-size", "0"), "must be >= 1"),
     ("eval data missing", lambda f: evaluate("vstar", f["missing"], f["out"]), "does not exist"),
-    ("eval HR-Bench header only", lambda f: evaluate("hrbench", f["header_only"], f["out"]),
-     "holds a header but no questions"),
+    (
+        "eval HR-Bench header only",
+        lambda f: evaluate("hrbench", f["header_only"], f["out"]),
+        "holds a header but no questions",
+    ),
     ("eval empty MME json", lambda f: evaluate("mme-rw-lite", f["empty_mme"], f["out"]), "no questions found"),
 ]
 if not torch.cuda.is_available():
-    CLI_ERRORS.append(("--device cuda:0 without a GPU", lambda f: ask(f["image"], "Which?", "--device", "cuda:0"),
-                       "CUDA is not available"))
+    CLI_ERRORS.append(
+        (
+            "--device cuda:0 without a GPU",
+            lambda f: ask(f["image"], "Which?", "--device", "cuda:0"),
+            "CUDA is not available",
+        )
+    )
 
 
 @pytest.mark.parametrize("case,argv,message", CLI_ERRORS, ids=[case for case, _, _ in CLI_ERRORS])
@@ -209,20 +242,28 @@ def test_rows_answered_on_a_reduced_decode_report_full_image_boxes_and_say_so(tm
         assert any("decoded at 1/2 scale" in note and "full image's pixels" in note for note in row["notes"])
 
 
-@pytest.mark.parametrize("data,match", [(b"\xff\xd8\xff\xe0 truncated", "cannot decode image"),
-                                        (b"!!not base64!!", "invalid base64 image data"), (b"", "cannot decode image")])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"\xff\xd8\xff\xe0 truncated", "cannot decode image"),
+        (b"!!not base64!!", "invalid base64 image data"),
+        (b"", "cannot decode image"),
+    ],
+)
 def test_undecodable_bytes_are_a_clear_error(data, match):
     with pytest.raises(ImageDecodeError, match=match):
         decode_image_bytes(data, "cell")
 
 
-@pytest.mark.parametrize("fixture,size", [("tiny_onevision", (2000, 20)), ("tiny_onevision", (55, 2000)),
-                                          ("tiny_qwen2_5_vl", (4000, 10))])
+@pytest.mark.parametrize(
+    "fixture,size", [("tiny_onevision", (2000, 20)), ("tiny_onevision", (55, 2000)), ("tiny_qwen2_5_vl", (4000, 10))]
+)
 def test_extreme_aspect_ratios_are_padded_and_said_so(fixture, size, request):
     model, processor = request.getfixturevalue(fixture)
     wrapper = FocusWrapper(model, processor)
-    (result,) = wrapper.answer([Image.new("RGB", size, (90, 120, 30))], ["What is the color of the cup?"],
-                               options=[["red", "blue"]])
+    (result,) = wrapper.answer(
+        [Image.new("RGB", size, (90, 120, 30))], ["What is the color of the cup?"], options=[["red", "blue"]]
+    )
     assert len(result.notes) == 1 and f"image of {size[0]}x{size[1]} padded" in result.notes[0]
     width, height = size
     for box in [roi.box for rois in result.rois for roi in rois] + list(result.final_boxes):
@@ -250,8 +291,9 @@ def test_one_failing_question_is_an_error_row_and_the_run_goes_on(tmp_path, batc
     questions = load_dataset("vstar", make_vstar(tmp_path / "v", corrupt=None, extra=3))
     bad = questions[2]
     out = tmp_path / "r.jsonl"
-    summary = run_eval(questions, FailingAnswerer(bad.question), out, dataset="vstar", batch_size=batch_size,
-                       progress=False)
+    summary = run_eval(
+        questions, FailingAnswerer(bad.question), out, dataset="vstar", batch_size=batch_size, progress=False
+    )
     rows = read_rows(out)
     assert sorted(r["id"] for r in rows) == sorted(q.id for q in questions)  # none lost, none twice
     failed = [r for r in rows if r["error"]]
@@ -290,8 +332,9 @@ def test_hrbench_header_only_is_an_error_not_an_empty_complete_run(tmp_path):
 
 def test_shipped_model_runs_without_settings_and_refuses_an_overlong_question(files, capsys):
     """The shipped checkpoint's focus_config.json gives its layers: no --set is needed."""
-    code, out, err = run_cli(ask(files["image"], "What is the color of the cup?", "--json", "--n-steps", "1",
-                                 "--device", "cpu"), capsys)
+    code, out, err = run_cli(
+        ask(files["image"], "What is the color of the cup?", "--json", "--n-steps", "1", "--device", "cpu"), capsys
+    )
     assert code == 0, err
     printed = json.loads(out)
     shipped = json.loads((SHIPPED_CHECKPOINT / "focus_config.json").read_text())

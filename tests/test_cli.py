@@ -11,9 +11,9 @@ from focus_modules.eval import read_rows
 
 
 def test_set_overrides_are_typed_by_focusconfig():
-    assert cli.parse_overrides(["layers=2,6", "k=15", "s_dist=2.5", "overrun=false", "smooth_sigma=none",
-                                "expand-threshold=0.4"]) == {
-        "layers": (2, 6), "k": 15, "s_dist": 2.5, "overrun": False, "smooth_sigma": None, "expand_threshold": 0.4}
+    assert cli.parse_overrides(
+        ["layers=2,6", "k=15", "s_dist=2.5", "overrun=false", "smooth_sigma=none", "expand-threshold=0.4"]
+    ) == {"layers": (2, 6), "k": 15, "s_dist": 2.5, "overrun": False, "smooth_sigma": None, "expand_threshold": 0.4}
     assert cli.parse_overrides(["smooth_sigma=1.5", "layers=(3, 9)"]) == {"smooth_sigma": 1.5, "layers": (3, 9)}
     cfg = FocusConfig.preset("llava-1.5", **cli.parse_overrides(["layers=2,6"]))
     assert cfg.layers == (2, 6)
@@ -34,6 +34,7 @@ def _fake_build(calls):
         calls.append(dict(model=model_id, dataset=dataset, n_steps=n_steps, overrides=overrides, attn=attn))
         steps = 8 if n_steps is None else n_steps  # None: the model folder's setting, else 8
         return FakeAnswerer(), FocusConfig.preset("llava-1.5", dataset=dataset, n_steps=steps, **overrides)
+
     return build
 
 
@@ -42,9 +43,26 @@ def test_eval_command_writes_rows_and_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_answerer", _fake_build(calls))
     data = make_vstar(tmp_path / "vstar")
     out = tmp_path / "r.jsonl"
-    argv = ["eval", "--model", "some/model", "--dataset", "vstar", "--data", str(data), "--out", str(out),
-            "--limit", "3", "--n-steps", "2", "--set", "layers=2,6", "--summary", str(tmp_path / "s.json"),
-            "--no-progress"]
+    argv = [
+        "eval",
+        "--model",
+        "some/model",
+        "--dataset",
+        "vstar",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--limit",
+        "3",
+        "--n-steps",
+        "2",
+        "--set",
+        "layers=2,6",
+        "--summary",
+        str(tmp_path / "s.json"),
+        "--no-progress",
+    ]
     assert cli.main(argv) == 0
     assert calls == [dict(model="some/model", dataset="vstar", n_steps=2, overrides={"layers": (2, 6)}, attn="sdpa")]
     rows = read_rows(out)
@@ -53,15 +71,32 @@ def test_eval_command_writes_rows_and_summary(tmp_path, monkeypatch, capsys):
     assert summary["config"]["layers"] == [2, 6] and summary["config"]["n_steps"] == 2
     assert summary["run"]["model"] == "some/model" and summary["run"]["limit"] == 3
     printed = capsys.readouterr().out
-    assert "vstar / focus (paper protocol, generate): accuracy" in printed and "on 3 of 3 questions, 1 errors" in printed
+    assert (
+        "vstar / focus (paper protocol, generate): accuracy" in printed and "on 3 of 3 questions, 1 errors" in printed
+    )
 
 
 def test_eval_command_on_mme_reports_subsets(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_answerer", _fake_build([]))
     out = tmp_path / "mme.jsonl"
     data = make_mme(tmp_path / "d", "json")
-    assert cli.main(["eval", "--model", "m", "--dataset", "mme-rw-lite", "--data", str(data), "--out", str(out),
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                "m",
+                "--dataset",
+                "mme-rw-lite",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "mme.summary.json").read_text())
     assert set(summary["per_group"]["subset"]) == {"Perception", "Reasoning"}
     assert summary["errors"] == 1 and summary["n"] == 3
@@ -71,11 +106,41 @@ def test_eval_command_on_mme_reports_subsets(tmp_path, monkeypatch, capsys):
 
 def test_cli_errors_are_one_clear_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_answerer", _fake_build([]))
-    assert cli.main(["eval", "--model", "m", "--dataset", "hrbench", "--data", str(tmp_path / "none.tsv"),
-                     "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                "m",
+                "--dataset",
+                "hrbench",
+                "--data",
+                str(tmp_path / "none.tsv"),
+                "--out",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
+        == 2
+    )
     assert "hr_bench_4k.tsv" in capsys.readouterr().err
-    assert cli.main(["eval", "--model", "m", "--dataset", "vstar", "--data", str(make_vstar(tmp_path / "v")),
-                     "--out", str(tmp_path / "r.jsonl"), "--set", "k=x"]) == 2
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--model",
+                "m",
+                "--dataset",
+                "vstar",
+                "--data",
+                str(make_vstar(tmp_path / "v")),
+                "--out",
+                str(tmp_path / "r.jsonl"),
+                "--set",
+                "k=x",
+            ]
+        )
+        == 2
+    )
     assert "k expects int" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["no-such-command"])
@@ -88,24 +153,50 @@ class _VizAnswerer:
         import torch
 
         w, h = images[0].size
-        return [FakeResult(answer="A", targets=["cup", "dog"], question_type=1,
-                           rois=[[FakeRoi((0, 0, w / 4, h / 4), 0.9, 0.7), FakeRoi((w / 2, 0, w, h / 2), 0.4, 0.1)],
-                                 [FakeRoi((w / 2, h / 2, w, h), 0.8, None)]],
-                           relevance_maps=[torch.zeros(6, 6).index_put_((torch.tensor(5), torch.tensor(5)),
-                                                                        torch.tensor(1.0)), torch.rand(6, 6)],
-                           map_extents=[(0, 0, w, h), (0, -h / 2, w, h * 1.5)],
-                           forward_passes={"targets": 1, "relevance": 1, "verify": 3, "answer": 1},
-                           timings={"answer": 0.1})]
+        return [
+            FakeResult(
+                answer="A",
+                targets=["cup", "dog"],
+                question_type=1,
+                rois=[
+                    [FakeRoi((0, 0, w / 4, h / 4), 0.9, 0.7), FakeRoi((w / 2, 0, w, h / 2), 0.4, 0.1)],
+                    [FakeRoi((w / 2, h / 2, w, h), 0.8, None)],
+                ],
+                relevance_maps=[
+                    torch.zeros(6, 6).index_put_((torch.tensor(5), torch.tensor(5)), torch.tensor(1.0)),
+                    torch.rand(6, 6),
+                ],
+                map_extents=[(0, 0, w, h), (0, -h / 2, w, h * 1.5)],
+                forward_passes={"targets": 1, "relevance": 1, "verify": 3, "answer": 1},
+                timings={"answer": 0.1},
+            )
+        ]
 
 
 def test_ask_prints_json_and_writes_viz(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "build_answerer",
-                        lambda *a: (_VizAnswerer(), FocusConfig.preset("llava-1.5")))
+    monkeypatch.setattr(cli, "build_answerer", lambda *a: (_VizAnswerer(), FocusConfig.preset("llava-1.5")))
     image = tmp_path / "img.png"
     Image.new("RGB", (1000, 500), (20, 90, 160)).save(image)
     viz = tmp_path / "viz" / "out.png"
-    assert cli.main(["ask", str(image), "What color is the cup?", "--option", "red", "--option", "blue",
-                     "--model", "m", "--viz", str(viz), "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "ask",
+                str(image),
+                "What color is the cup?",
+                "--option",
+                "red",
+                "--option",
+                "blue",
+                "--model",
+                "m",
+                "--viz",
+                str(viz),
+                "--json",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["answer"] == "A" and printed["targets"] == ["cup", "dog"]
     assert printed["rois"][0][1] == {"box": [500.0, 0.0, 1000.0, 250.0], "relevance": 0.4, "confidence": 0.1}
@@ -162,8 +253,10 @@ def test_eval_protocol_flags(tmp_path, monkeypatch, capsys):
     assert rows[0]["protocol"] == "lmms-eval" and rows[0]["prompt"].endswith("given choices directly.")
     assert "(lmms-eval protocol, generate)" in capsys.readouterr().out
     # refused before the model is loaded
-    assert cli.main([*base, "--out", str(tmp_path / "x.jsonl"), "--protocol", "lmms-eval",
-                     "--answer-scheme", "logits"]) == 2
+    assert (
+        cli.main([*base, "--out", str(tmp_path / "x.jsonl"), "--protocol", "lmms-eval", "--answer-scheme", "logits"])
+        == 2
+    )
     assert "--protocol paper" in capsys.readouterr().err and len(calls) == 1
 
 
@@ -184,8 +277,9 @@ def two_gpus(monkeypatch):
     return chosen
 
 
-@pytest.mark.parametrize("device,resolved", [("auto", "cuda:0"), ("cuda", "cuda:0"), ("cuda:1", "cuda:1"),
-                                             ("cpu", "cpu")])
+@pytest.mark.parametrize(
+    "device,resolved", [("auto", "cuda:0"), ("cuda", "cuda:0"), ("cuda:1", "cuda:1"), ("cpu", "cpu")]
+)
 def test_device_resolution_with_gpus(two_gpus, device, resolved):
     assert cli.resolve_device(device) == resolved
     assert two_gpus == ([] if resolved == "cpu" else [int(resolved[-1])])
@@ -206,8 +300,10 @@ def test_set_device_without_an_index_is_what_fails(two_gpus):
         torch.cuda.set_device(torch.device("cuda"))
 
 
-@pytest.mark.parametrize("device,match", [("cuda:2", r"2 CUDA device\(s\), cuda:0..cuda:1"),
-                                          ("gpu", "'gpu' is not a device"), ("mps", "only cpu and cuda")])
+@pytest.mark.parametrize(
+    "device,match",
+    [("cuda:2", r"2 CUDA device\(s\), cuda:0..cuda:1"), ("gpu", "'gpu' is not a device"), ("mps", "only cpu and cuda")],
+)
 def test_bad_devices_with_gpus(two_gpus, device, match):
     with pytest.raises(ValueError, match=match):
         cli.resolve_device(device)

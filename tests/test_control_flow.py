@@ -156,8 +156,12 @@ def test_proposals_follow_the_scripted_map():
 
 def test_overrun_stops_at_the_first_yes():
     no, yes = -0.5, 0.4
-    confidence = {corner_cell(*PEAKS[0]): no, corner_cell(*PEAKS[1]): no,
-                  corner_cell(*PEAKS[2]): yes, corner_cell(*PEAKS[3]): 0.9}
+    confidence = {
+        corner_cell(*PEAKS[0]): no,
+        corner_cell(*PEAKS[1]): no,
+        corner_cell(*PEAKS[2]): yes,
+        corner_cell(*PEAKS[3]): 0.9,
+    }
     result, model, adapter = run({"cat": peaks(*PEAKS)}, confidence, [["cat"]], n_steps=1)
     # A (No) in the first round, then B (No), then C (Yes): D is never asked.
     assert [cell for _, cell in model.verified] == [corner_cell(*p) for p in PEAKS[:3]]
@@ -183,10 +187,22 @@ def test_overrun_stops_at_the_first_yes():
 def test_type2_keeps_every_roi_above_the_threshold_and_merges_overlaps():
     # The model names "all birds"; two ROIs overlap (anchors 2 cells apart).
     cells = [(2, 2), (2, 4), (9, 9), (6, 9)]
-    confidence = {corner_cell(*cells[0]): 0.9, corner_cell(*cells[1]): 0.7,
-                  corner_cell(*cells[2]): 0.65, corner_cell(*cells[3]): 0.3}
-    result, model, adapter = run({"birds": peaks(*cells)}, confidence, None, target_reply="all birds",
-                                 question="How many birds are on the roof?", n_steps=1, t_type2=0.6, s_dist=2)
+    confidence = {
+        corner_cell(*cells[0]): 0.9,
+        corner_cell(*cells[1]): 0.7,
+        corner_cell(*cells[2]): 0.65,
+        corner_cell(*cells[3]): 0.3,
+    }
+    result, model, adapter = run(
+        {"birds": peaks(*cells)},
+        confidence,
+        None,
+        target_reply="all birds",
+        question="How many birds are on the roof?",
+        n_steps=1,
+        t_type2=0.6,
+        s_dist=2,
+    )
     assert result.targets == ["birds"] and result.question_type == 2 and result.target_source == "model"
     # Type 2 is not limited by n_steps: every proposal is verified.
     assert result.forward_passes == {"targets": 1, "relevance": 1, "verify": 4, "answer": 1}
@@ -196,8 +212,14 @@ def test_type2_keeps_every_roi_above_the_threshold_and_merges_overlaps():
     assert view.boxes == [merged, cell_box(*cells[2])]  # 0.3 is below t_type2 = 0.6
     assert view.images[0].size[0] < SIZE and view.images[0].size[1] < SIZE
     # Nothing above the threshold: the whole image.
-    result, _, adapter = run({"birds": peaks(*cells)}, dict.fromkeys(confidence, 0.5), None,
-                             target_reply="all birds", question="How many birds are on the roof?", t_type2=0.6)
+    result, _, adapter = run(
+        {"birds": peaks(*cells)},
+        dict.fromkeys(confidence, 0.5),
+        None,
+        target_reply="all birds",
+        question="How many birds are on the roof?",
+        t_type2=0.6,
+    )
     assert adapter.views[0].kind == "image" and result.final_boxes == []
 
 

@@ -39,9 +39,15 @@ def saved_llava(tmp_path_factory, tiny_llava):
 def split_map(model) -> dict[str, str]:
     """Every top-level part and every decoder layer as its own entry of the map."""
     layers = [f"model.language_model.layers.{i}" for i in range(model.config.text_config.num_hidden_layers)]
-    return {"model.vision_tower": "cpu", "model.multi_modal_projector": "cpu",
-            "model.language_model.embed_tokens": "cpu", **dict.fromkeys(layers, "cpu"),
-            "model.language_model.norm": "cpu", "model.language_model.rotary_emb": "cpu", "lm_head": "cpu"}
+    return {
+        "model.vision_tower": "cpu",
+        "model.multi_modal_projector": "cpu",
+        "model.language_model.embed_tokens": "cpu",
+        **dict.fromkeys(layers, "cpu"),
+        "model.language_model.norm": "cpu",
+        "model.language_model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
 
 
 def test_focus_on_a_dispatched_model_equals_the_plain_model(saved_llava, tiny_llava):
@@ -55,8 +61,10 @@ def test_focus_on_a_dispatched_model_equals_the_plain_model(saved_llava, tiny_ll
     images = [noise(200, 120), noise(90, 160, seed=1)]
     questions = ["Is the red car on the left or right side of the white truck?", "What is the color of the cat?"]
     targets = [["red car", "white truck"], ["cat"]]  # the first one runs the prefix pass
-    results = [FocusWrapper(m, processor, config, max_new_tokens=2).answer(images, questions, targets=targets)
-               for m in (plain, mapped)]
+    results = [
+        FocusWrapper(m, processor, config, max_new_tokens=2).answer(images, questions, targets=targets)
+        for m in (plain, mapped)
+    ]
     for a, b in zip(*results):
         assert a.answer == b.answer and a.final_boxes == b.final_boxes and a.forward_passes == b.forward_passes
         for map_a, map_b in zip(a.relevance_maps, b.relevance_maps):

@@ -13,15 +13,22 @@ import focus_modules.kernels
 # Modules whose import runs something (a command-line entry point).
 ENTRY_POINTS = ("__main__",)
 # kernels/ is installed as focus_modules.kernels from its own folder, so it is walked on its own.
-MODULES = sorted({
-    info.name
-    for package in (focus_modules, focus_modules.kernels)
-    for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
-    if info.name.rsplit(".", 1)[-1] not in ENTRY_POINTS
-} | {"focus_modules", "focus_modules.kernels"})
+MODULES = sorted(
+    {
+        info.name
+        for package in (focus_modules, focus_modules.kernels)
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
+        if info.name.rsplit(".", 1)[-1] not in ENTRY_POINTS
+    }
+    | {"focus_modules", "focus_modules.kernels"}
+)
 # The ops and modules whose examples run on small tensors; a test that finds none of them fails.
-RUNNABLE = ("focus_modules.modules.existence", "focus_modules.modules.relevance_map",
-            "focus_modules.modules.roi_proposer", "focus_modules.ops.propose_rois")
+RUNNABLE = (
+    "focus_modules.modules.existence",
+    "focus_modules.modules.relevance_map",
+    "focus_modules.modules.roi_proposer",
+    "focus_modules.ops.propose_rois",
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -19,17 +19,47 @@ PHASES = {"targets", "relevance", "verify", "answer"}
 def test_tiny_scale_run_reports_every_phase(tmp_path):
     out = tmp_path / "e2e.json"
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "e2e.py"), "--scale", "tiny", "--layers", "2", "--vision-layers", "1",
-         "--steps", "1", "--batch-sizes", "1", "2", "--questions", "2", "--image-sizes", "640x480", "400x560",
-         "--target-tokens", "2", "--answer-tokens", "2", "--threads", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            str(BENCHMARKS / "e2e.py"),
+            "--scale",
+            "tiny",
+            "--layers",
+            "2",
+            "--vision-layers",
+            "1",
+            "--steps",
+            "1",
+            "--batch-sizes",
+            "1",
+            "2",
+            "--questions",
+            "2",
+            "--image-sizes",
+            "640x480",
+            "400x560",
+            "--target-tokens",
+            "2",
+            "--answer-tokens",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["device"].startswith("CPU") and report["scale"] == "tiny"
     runs = report["runs"]
     families = ("llava-1.5-7b", "llava-onevision-7b", "qwen2.5-vl-7b")
     assert [(r["model"], r["method"], r["batch_size"]) for r in runs] == [
-        (f, m, b) for f in families for m in ("vanilla", "focus") for b in (1, 2)]
+        (f, m, b) for f in families for m in ("vanilla", "focus") for b in (1, 2)
+    ]
     for run in runs:
         seconds = run["seconds_per_question"]
         assert set(seconds) == PHASES | {"total"}

@@ -2,8 +2,16 @@ import builtins
 import json
 
 import pytest
-from eval_fixtures import (MME_OPTIONS, VSTAR_ITEMS, jpeg_bytes, make_hrbench, make_hrbench_parquet, make_mme,
-                           make_vstar, make_vstar_table)
+from eval_fixtures import (
+    MME_OPTIONS,
+    VSTAR_ITEMS,
+    jpeg_bytes,
+    make_hrbench,
+    make_hrbench_parquet,
+    make_mme,
+    make_vstar,
+    make_vstar_table,
+)
 
 from focus_modules.eval import ImageDecodeError, load_dataset, multiple_choice_text, read_vstar
 
@@ -11,7 +19,11 @@ from focus_modules.eval import ImageDecodeError, load_dataset, multiple_choice_t
 def test_vstar_questions_options_letters_categories_boxes(tmp_path):
     questions = read_vstar(make_vstar(tmp_path), categories="all")
     assert [q.id for q in questions] == [
-        "direct_attributes/sa_2", "direct_attributes/sa_10", "relative_position/sa_7", "counting/count_1"]
+        "direct_attributes/sa_2",
+        "direct_attributes/sa_10",
+        "relative_position/sa_7",
+        "counting/count_1",
+    ]
     assert [q.category for q in questions] == ["attribute", "attribute", "spatial", "counting"]
     for q, (_, _, text, options, bbox, _) in zip(questions, VSTAR_ITEMS):
         assert q.question == text
@@ -61,9 +73,15 @@ def test_vstar_reads_the_191_question_folders_unless_asked(tmp_path):
     assert [q.id for q in every] == [q.id for q in default] + ["OCR/ocr_1", "counting/count_1"]
     assert every[3].load_image().size == (20, 10)  # found from the image side, any case of suffix
     assert [q.id for q in read_vstar(root, categories=["OCR", "direct_attributes"])] == [
-        "OCR/ocr_1", "direct_attributes/sa_2", "direct_attributes/sa_10"]
-    with pytest.raises(FileNotFoundError, match="no question folder GPT4V-hard .*found: direct_attributes, "
-                                                 "relative_position, OCR, counting.*--categories"):
+        "OCR/ocr_1",
+        "direct_attributes/sa_2",
+        "direct_attributes/sa_10",
+    ]
+    with pytest.raises(
+        FileNotFoundError,
+        match="no question folder GPT4V-hard .*found: direct_attributes, "
+        "relative_position, OCR, counting.*--categories",
+    ):
         read_vstar(root, categories=["GPT4V-hard"])
     with pytest.raises(ValueError, match="categories select V\\*Bench folders"):
         load_dataset("hrbench", root, categories="all")
@@ -119,7 +137,10 @@ def test_mme_rw_lite_formats(tmp_path, fmt):
     assert [q.label for q in questions] == ["C", "A", "E"]
     assert questions[0].options == tuple(o[4:] for o in MME_OPTIONS)
     assert [q.category for q in questions] == [
-        "Perception/OCR/text recognition", "Perception/AD/object_count", "Reasoning/AD/intention_pedestrian"]
+        "Perception/OCR/text recognition",
+        "Perception/AD/object_count",
+        "Reasoning/AD/intention_pedestrian",
+    ]
     assert questions[2].groups == {"subset": "Reasoning", "domain": "Reasoning/AD"}
     assert questions[0].load_image().size == (36, 24)
     assert questions[2].load_image().size == (38, 24)
@@ -192,16 +213,23 @@ def test_vstar_table_missing_columns_name_file_column_and_layout(tmp_path):
     import pyarrow.parquet as pq
 
     bad = tmp_path / "vstar.parquet"
-    pq.write_table(pa.Table.from_pylist([{"text": "Q? (A) a (B) b", "category": "direct_attributes",
-                                          "image": b"x"}]), bad)
-    with pytest.raises(ValueError, match="vstar.parquet lacks column 'label' \\(it has: text, category\\); "
-                                         "expected lmms-eval's V\\*Bench parquet"):
+    pq.write_table(
+        pa.Table.from_pylist([{"text": "Q? (A) a (B) b", "category": "direct_attributes", "image": b"x"}]), bad
+    )
+    with pytest.raises(
+        ValueError,
+        match="vstar.parquet lacks column 'label' \\(it has: text, category\\); expected lmms-eval's V\\*Bench parquet",
+    ):
         load_dataset("vstar", bad)
     pq.write_table(pa.Table.from_pylist([{"text": "Q? (A) a (B) b", "label": "A", "category": "x"}]), bad)
     with pytest.raises(ValueError, match="no image column"):
         load_dataset("vstar", bad)
-    pq.write_table(pa.Table.from_pylist([{"text": "Q? (B) a (A) b", "label": "A", "category": "direct_attributes",
-                                          "image": b"x"}]), bad)
+    pq.write_table(
+        pa.Table.from_pylist(
+            [{"text": "Q? (B) a (A) b", "label": "A", "category": "direct_attributes", "image": b"x"}]
+        ),
+        bad,
+    )
     with pytest.raises(ValueError, match="expected the question followed by \\(A\\), \\(B\\)"):
         load_dataset("vstar", bad, categories="all")
     tsv = tmp_path / "v.tsv"
@@ -215,7 +243,8 @@ def test_hrbench_parquet_of_lmms_eval(tmp_path):
     tsv = load_dataset("hrbench", make_hrbench(tmp_path / "hr.tsv"))
     parquet = load_dataset("hrbench", make_hrbench_parquet(tmp_path / "hrp"))
     assert [(q.id, q.options, q.label, q.category, dict(q.groups)) for q in parquet] == [
-        (q.id, q.options, q.label, q.category, dict(q.groups)) for q in tsv]
+        (q.id, q.options, q.label, q.category, dict(q.groups)) for q in tsv
+    ]
     assert parquet[1].load_image().size == (40, 30)
     with pytest.raises(ImageDecodeError, match="index 30"):
         parquet[4].load_image()
@@ -226,7 +255,9 @@ def test_hrbench_parquet_of_lmms_eval(tmp_path):
     import pyarrow.parquet as pq
 
     bad = tmp_path / "hr_bench_8k.parquet"
-    pq.write_table(pa.Table.from_pylist([{"index": 1, "question": "q", "A": "a", "B": "b", "category": "single",
-                                          "image": "x"}]), bad)
+    pq.write_table(
+        pa.Table.from_pylist([{"index": 1, "question": "q", "A": "a", "B": "b", "category": "single", "image": "x"}]),
+        bad,
+    )
     with pytest.raises(ValueError, match="hr_bench_8k.parquet lacks column 'answer' .*expected hr_bench_4k.tsv"):
         load_dataset("hrbench", bad)

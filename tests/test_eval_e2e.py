@@ -21,9 +21,23 @@ pytestmark = pytest.mark.slow
 # the tiny model has 4 decoder layers; read the last two
 MODEL_ARGS = ["--device", "cpu", "--dtype", "float32", "--n-steps", "1", "--set", "layers=2,4"]
 SIZES = {f"{folder}/{name}": size for folder, name, *_, size in VSTAR_ITEMS}
-SUMMARY_KEYS = {"dataset", "method", "n", "accuracy", "accuracy_lenient", "per_category", "fp_search_mean",
-                "seconds_mean", "errors", "config", "per_group", "fp_per_phase_mean", "roi_recall",
-                "top_roi_recall", "peak_gpu_memory_gb"}
+SUMMARY_KEYS = {
+    "dataset",
+    "method",
+    "n",
+    "accuracy",
+    "accuracy_lenient",
+    "per_category",
+    "fp_search_mean",
+    "seconds_mean",
+    "errors",
+    "config",
+    "per_group",
+    "fp_per_phase_mean",
+    "roi_recall",
+    "top_roi_recall",
+    "peak_gpu_memory_gb",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +51,19 @@ def model_dir(tmp_path_factory):
 
 
 def _eval_argv(model_dir, data, out, *extra):
-    return ["eval", "--model", str(model_dir), "--dataset", "vstar", "--data", str(data), "--out", str(out),
-            *MODEL_ARGS, *extra]
+    return [
+        "eval",
+        "--model",
+        str(model_dir),
+        "--dataset",
+        "vstar",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *MODEL_ARGS,
+        *extra,
+    ]
 
 
 def test_focus_eval_with_a_saved_tiny_model(model_dir, tmp_path, capsys):
@@ -100,8 +125,21 @@ def test_focus_ask_viz_with_a_saved_tiny_model(model_dir, tmp_path, capsys):
     image = tmp_path / "photo.png"
     Image.new("RGB", (300, 200), (40, 120, 40)).save(image)
     viz = tmp_path / "viz.png"
-    argv = ["ask", str(image), "What is the color of the cup?", "--option", "red", "--option", "blue",
-            "--model", str(model_dir), *MODEL_ARGS, "--viz", str(viz), "--json"]
+    argv = [
+        "ask",
+        str(image),
+        "What is the color of the cup?",
+        "--option",
+        "red",
+        "--option",
+        "blue",
+        "--model",
+        str(model_dir),
+        *MODEL_ARGS,
+        "--viz",
+        str(viz),
+        "--json",
+    ]
     assert cli.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert isinstance(printed["answer"], str)

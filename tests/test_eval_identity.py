@@ -2,12 +2,12 @@ import shutil
 import types
 
 from eval_fixtures import make_hrbench, make_vstar
+from test_cli import _fake_build
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
 from focus_modules import cli
-from focus_modules.eval.identity import file_fingerprint, identity_differences, model_fingerprint
 from focus_modules.eval import read_rows
-from test_cli import _fake_build
+from focus_modules.eval.identity import file_fingerprint, identity_differences, model_fingerprint
 
 
 def test_file_fingerprints_follow_content_not_location(tmp_path):
@@ -30,7 +30,9 @@ def test_file_fingerprints_follow_content_not_location(tmp_path):
 
 def test_model_fingerprint_ignores_where_the_model_came_from():
     def model(**text):
-        config = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, num_attention_heads=4), text_config=LlamaConfig(**text))
+        config = LlavaConfig(
+            vision_config=CLIPVisionConfig(hidden_size=32, num_attention_heads=4), text_config=LlamaConfig(**text)
+        )
         return types.SimpleNamespace(config=config)
 
     first, again = model(num_hidden_layers=2), model(num_hidden_layers=2)
@@ -44,7 +46,10 @@ def test_identity_differences_name_nested_fields():
     old = {"model": "a", "config": {"k": 30, "layers": [14, 32]}}
     assert identity_differences(old, {"model": "a", "config": {"k": 30, "layers": (14, 32)}}) == []
     assert identity_differences(old, {"model": "b", "config": {"k": 15, "layers": (14, 32)}, "protocol": "x"}) == [
-        "model: 'a' in the file, 'b' now", "config.k: 30 in the file, 15 now", "protocol: None in the file, 'x' now"]
+        "model: 'a' in the file, 'b' now",
+        "config.k: 30 in the file, 15 now",
+        "protocol: None in the file, 'x' now",
+    ]
 
 
 def test_eval_refuses_hrbench_8k_into_a_4k_results_file(tmp_path, monkeypatch, capsys):

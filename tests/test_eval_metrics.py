@@ -3,18 +3,21 @@ import pytest
 from focus_modules.eval import box_coverage, lenient_letter, roi_hits, strict_letter, summarize
 
 
-@pytest.mark.parametrize("answer, strict, lenient", [
-    ("B", "B", "B"),
-    (" B\n", "B", "B"),
-    ("(B)", None, "B"),
-    ("The answer is B.", None, "B"),
-    ("B. red", None, "B"),
-    ("Blue", None, None),           # B inside a word is no letter
-    ("E", None, None),              # not an option letter of a 4-option question
-    ("", None, None),
-    (None, None, None),
-    ("I think (C), not (A)", None, "C"),
-])
+@pytest.mark.parametrize(
+    "answer, strict, lenient",
+    [
+        ("B", "B", "B"),
+        (" B\n", "B", "B"),
+        ("(B)", None, "B"),
+        ("The answer is B.", None, "B"),
+        ("B. red", None, "B"),
+        ("Blue", None, None),  # B inside a word is no letter
+        ("E", None, None),  # not an option letter of a 4-option question
+        ("", None, None),
+        (None, None, None),
+        ("I think (C), not (A)", None, "C"),
+    ],
+)
 def test_strict_and_lenient_letters(answer, strict, lenient):
     assert strict_letter(answer, "ABCD") == strict
     assert lenient_letter(answer, "ABCD") == lenient
@@ -33,27 +36,63 @@ def test_box_coverage_and_roi_hits():
     assert roi_hits([[{"box": (10, 10, 20, 20)}], []], [gt], top_only=True) == [True]
 
 
-def _row(id, category, correct, lenient, fps=None, seconds=1.0, error=None, groups=None, rois=None, gt=None,
-         peak=None):
-    return {"id": id, "category": category, "correct": correct, "correct_lenient": lenient, "error": error,
-            "forward_passes": fps or {}, "seconds": None if error else seconds, "groups": groups or {},
-            "rois": rois or [], "gt_boxes": gt or [], "method": "focus", "peak_gpu_memory_gb": peak}
+def _row(id, category, correct, lenient, fps=None, seconds=1.0, error=None, groups=None, rois=None, gt=None, peak=None):
+    return {
+        "id": id,
+        "category": category,
+        "correct": correct,
+        "correct_lenient": lenient,
+        "error": error,
+        "forward_passes": fps or {},
+        "seconds": None if error else seconds,
+        "groups": groups or {},
+        "rois": rois or [],
+        "gt_boxes": gt or [],
+        "method": "focus",
+        "peak_gpu_memory_gb": peak,
+    }
 
 
 def test_summarize_hand_made_rows():
     fps = {"targets": 1, "relevance": 1, "verify": 3, "answer": 1}
     rows = [
-        _row("a", "attribute", True, True, fps, seconds=2.0, rois=[[{"box": (0, 0, 10, 10)}]], gt=[(0, 0, 10, 10)],
-             peak=1.5),
-        _row("b", "attribute", False, True, {"targets": 1, "relevance": 1, "verify": 5, "answer": 1}, seconds=4.0,
-             rois=[[{"box": (50, 50, 60, 60)}, {"box": (0, 0, 10, 10)}]], gt=[(0, 0, 10, 10)], peak=2.5),
-        _row("c", "spatial", True, False, fps, seconds=3.0, gt=[(0, 0, 4, 4), (5, 5, 9, 9)],
-             rois=[[{"box": (0, 0, 4, 4)}]]),
+        _row(
+            "a",
+            "attribute",
+            True,
+            True,
+            fps,
+            seconds=2.0,
+            rois=[[{"box": (0, 0, 10, 10)}]],
+            gt=[(0, 0, 10, 10)],
+            peak=1.5,
+        ),
+        _row(
+            "b",
+            "attribute",
+            False,
+            True,
+            {"targets": 1, "relevance": 1, "verify": 5, "answer": 1},
+            seconds=4.0,
+            rois=[[{"box": (50, 50, 60, 60)}, {"box": (0, 0, 10, 10)}]],
+            gt=[(0, 0, 10, 10)],
+            peak=2.5,
+        ),
+        _row(
+            "c",
+            "spatial",
+            True,
+            False,
+            fps,
+            seconds=3.0,
+            gt=[(0, 0, 4, 4), (5, 5, 9, 9)],
+            rois=[[{"box": (0, 0, 4, 4)}]],
+        ),
         _row("d", "spatial", False, False, error="cannot decode image"),
     ]
     s = summarize(rows)
     assert s["n"] == 4 and s["errors"] == 1 and s["error_ids"] == ["d"]
-    assert s["accuracy"] == 50.0            # the error row counts as wrong
+    assert s["accuracy"] == 50.0  # the error row counts as wrong
     assert s["accuracy_lenient"] == 50.0
     assert s["per_category"] == {
         "attribute": {"n": 2, "accuracy": 50.0, "accuracy_lenient": 100.0, "accuracy_lmms_eval": 0.0},

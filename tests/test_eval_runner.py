@@ -13,10 +13,31 @@ from focus_modules.eval import load_dataset, read_rows, run_eval
 from focus_modules.eval.results import ResultsLockedError, appender, exclusive, shard_path
 
 WORKER = Path(__file__).with_name("eval_worker.py")
-SUMMARY_KEYS = {"dataset", "method", "n", "accuracy", "accuracy_lenient", "per_category", "fp_search_mean",
-                "seconds_mean", "errors", "config"}
-ROW_KEYS = {"id", "category", "prompt", "answer", "correct", "correct_lenient", "targets", "rois",
-            "forward_passes", "seconds", "error"}
+SUMMARY_KEYS = {
+    "dataset",
+    "method",
+    "n",
+    "accuracy",
+    "accuracy_lenient",
+    "per_category",
+    "fp_search_mean",
+    "seconds_mean",
+    "errors",
+    "config",
+}
+ROW_KEYS = {
+    "id",
+    "category",
+    "prompt",
+    "answer",
+    "correct",
+    "correct_lenient",
+    "targets",
+    "rois",
+    "forward_passes",
+    "seconds",
+    "error",
+}
 
 
 def _ids(rows):
@@ -26,8 +47,9 @@ def _ids(rows):
 def test_run_writes_rows_error_rows_and_summary(tmp_path):
     questions = load_dataset("vstar", make_vstar(tmp_path / "vstar"), categories="all")
     out = tmp_path / "res.jsonl"
-    summary = run_eval(questions, FakeAnswerer(), out, dataset="vstar", config={"n_steps": 2}, progress=False,
-                       info={"model": "fake"})
+    summary = run_eval(
+        questions, FakeAnswerer(), out, dataset="vstar", config={"n_steps": 2}, progress=False, info={"model": "fake"}
+    )
     rows = read_rows(out)
     assert _ids(rows) == [q.id for q in questions]
     for row, q in zip(rows, questions):
@@ -104,12 +126,17 @@ def test_a_rerun_of_another_run_is_refused_naming_the_difference(tmp_path):
     out = tmp_path / "res.jsonl"
     four_k = {"model": "m", "data": "hr_bench_4k.tsv: 100 bytes, sha1 aaa"}
     run_eval(questions[:2], FakeAnswerer(), out, dataset="hrbench", config={"k": 30}, identity=four_k, progress=False)
-    assert all(row["run"]["data"] == four_k["data"] and row["run"]["package"].startswith("focus-modules")
-               for row in read_rows(out))
+    assert all(
+        row["run"]["data"] == four_k["data"] and row["run"]["package"].startswith("focus-modules")
+        for row in read_rows(out)
+    )
     # HR-Bench 8K has the same ids as 4K: without the identity check every question would be skipped
     eight_k = {**four_k, "data": "hr_bench_8k.tsv: 200 bytes, sha1 bbb"}
-    with pytest.raises(ValueError, match="another run \\(data: 'hr_bench_4k.tsv.*' in the file, 'hr_bench_8k.tsv.*"
-                                         "now\\): pass --overwrite .* or choose another --out"):
+    with pytest.raises(
+        ValueError,
+        match="another run \\(data: 'hr_bench_4k.tsv.*' in the file, 'hr_bench_8k.tsv.*"
+        "now\\): pass --overwrite .* or choose another --out",
+    ):
         run_eval(questions, FakeAnswerer(), out, dataset="hrbench", config={"k": 30}, identity=eight_k, progress=False)
     with pytest.raises(ValueError, match="config.k: 30 in the file, 3 now"):
         run_eval(questions, FakeAnswerer(), out, dataset="hrbench", config={"k": 3}, identity=four_k, progress=False)
@@ -118,7 +145,9 @@ def test_a_rerun_of_another_run_is_refused_naming_the_difference(tmp_path):
     run_eval(questions, answerer, out, dataset="hrbench", config={"k": 30}, identity=four_k, progress=False)
     assert sum(map(len, answerer.calls)) == 2  # 3 new questions, one with a broken image
     answerer = FakeAnswerer()
-    summary = run_eval(questions, answerer, out, dataset="hrbench", config={"k": 30}, identity=eight_k, overwrite=True, progress=False)
+    summary = run_eval(
+        questions, answerer, out, dataset="hrbench", config={"k": 30}, identity=eight_k, overwrite=True, progress=False
+    )
     assert sum(map(len, answerer.calls)) == 4 and summary["n"] == 5
     assert {row["run"]["data"] for row in read_rows(out)} == {eight_k["data"]}
     # rows of an older version (no run record) are refused too
@@ -142,8 +171,9 @@ def test_a_second_run_on_the_same_results_fails_at_once(tmp_path):
     out = tmp_path / "res.jsonl"
     with exclusive(out):
         answerer = FakeAnswerer()
-        with pytest.raises(ResultsLockedError, match=f"res.jsonl is being written by another focus eval \\(pid "
-                                                     f"{os.getpid()}"):
+        with pytest.raises(
+            ResultsLockedError, match=f"res.jsonl is being written by another focus eval \\(pid {os.getpid()}"
+        ):
             run_eval(questions, answerer, out, dataset="hrbench", progress=False)
         assert answerer.calls == [] and not out.exists()
     run_eval(questions, FakeAnswerer(), out, dataset="hrbench", progress=False)  # released
@@ -212,8 +242,17 @@ def test_torchrun_two_ranks_merge_to_the_single_process_rows(tmp_path):
     single, multi = tmp_path / "single.jsonl", tmp_path / "multi.jsonl"
     assert _worker("vstar", data, single).wait(timeout=120) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
-           "vstar", str(data), str(multi)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(WORKER),
+        "vstar",
+        str(data),
+        str(multi),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     volatile = {"seconds", "timings"}

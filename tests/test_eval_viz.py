@@ -10,8 +10,9 @@ BLUE = (20, 90, 160)
 
 
 def _result(heat):
-    return FakeResult(answer="A", targets=["cup"], question_type=1, rois=[[FakeRoi((0, 0, 10, 10), 1.0, 0.9)]],
-                      relevance_maps=[heat])
+    return FakeResult(
+        answer="A", targets=["cup"], question_type=1, rois=[[FakeRoi((0, 0, 10, 10), 1.0, 0.9)]], relevance_maps=[heat]
+    )
 
 
 def test_map_extent_places_the_map_over_a_padded_square():
@@ -22,8 +23,8 @@ def test_map_extent_places_the_map_over_a_padded_square():
     # a map over the padded 400 x 400 square: its top rows lie above the image
     padded = render_result(image, _result(heat), map_extents=[(0, -100, 400, 300)])
     assert stretched.size == padded.size == (800, 200)
-    assert stretched.getpixel((400 + 30, 20))[0] > 100   # hot corner inside the image
-    assert padded.getpixel((400 + 30, 20)) == BLUE        # hot corner in the padding, off the image
+    assert stretched.getpixel((400 + 30, 20))[0] > 100  # hot corner inside the image
+    assert padded.getpixel((400 + 30, 20)) == BLUE  # hot corner in the padding, off the image
     assert render_result(image, _result(heat), max_side=100).size == (200, 50)
 
 

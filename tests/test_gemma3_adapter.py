@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_multi_image_adapters import find_module, lm_inputs, noise
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from focus_modules.adapters import Gemma3Adapter, Selection, adapter_for
 from focus_modules.config import FocusConfig
 from focus_modules.ops.boxes import pixels_to_cells
-from test_multi_image_adapters import find_module, lm_inputs, noise
 
 PATCH = 8  # pixels per patch of the tiny tower (128-px view -> 16 x 16 patches -> 8 x 8 tokens)
 # square (the view itself), landscape, portrait, very wide, very tall, tiny
@@ -91,14 +91,17 @@ def test_pan_and_scan_crops_stay_out_of_the_map(tiny_gemma3, planted):
     assert torch.equal(enc.visual_positions, image_positions[: a * a])  # the global view comes first
     x = lm_inputs(adapter, adapter.collate([enc]))[0]
     fraction = cell_centres(enc) / torch.tensor([width, height], dtype=torch.float64)
-    torch.testing.assert_close(x[enc.visual_positions, :2].view(a, a, 2).double(), fraction,
-                               atol=RAMP_TOLERANCE, rtol=0)
+    torch.testing.assert_close(
+        x[enc.visual_positions, :2].view(a, a, 2).double(), fraction, atol=RAMP_TOLERANCE, rtol=0
+    )
     # each crop's block spans a quarter of the width
     for k in range(4):
-        crop = x[image_positions[(k + 1) * a * a:(k + 2) * a * a], 0]
+        crop = x[image_positions[(k + 1) * a * a : (k + 2) * a * a], 0]
         assert k / 4 - RAMP_TOLERANCE <= float(crop.min()) and float(crop.max()) <= (k + 1) / 4 + RAMP_TOLERANCE
-    assert adapter_for(*tiny_gemma3).encode_existence(ramp_image(width, height), "cat").input_ids.numel() < \
-        enc.input_ids.numel()  # off by default, as the released processors
+    assert (
+        adapter_for(*tiny_gemma3).encode_existence(ramp_image(width, height), "cat").input_ids.numel()
+        < enc.input_ids.numel()
+    )  # off by default, as the released processors
 
 
 @pytest.mark.parametrize("size", SIZES)

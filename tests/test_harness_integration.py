@@ -39,13 +39,25 @@ def vstar_context(question, options):
 
 
 REQUESTS = [
-    HarnessRequest(vstar_context("What is the color of the square?", ["red", "blue", "green", "yellow"]),
-                   [scene((200, 30, 30))], "What is the color of the square?", 8),
-    HarnessRequest("<image>\n" + vstar_context("What is the color of the square?", ["blue", "red"]),
-                   [scene((30, 30, 200), size=(300, 300))], "What is the color of the square?", 8),
+    HarnessRequest(
+        vstar_context("What is the color of the square?", ["red", "blue", "green", "yellow"]),
+        [scene((200, 30, 30))],
+        "What is the color of the square?",
+        8,
+    ),
+    HarnessRequest(
+        "<image>\n" + vstar_context("What is the color of the square?", ["blue", "red"]),
+        [scene((30, 30, 200), size=(300, 300))],
+        "What is the color of the square?",
+        8,
+    ),
     HarnessRequest("Name a colour.", [], "", 6),
-    HarnessRequest(vstar_context("How many squares are there in the image?", ["1", "2", "3", "4"]),
-                   [scene((30, 160, 30))], "How many squares are there in the image?", 6),
+    HarnessRequest(
+        vstar_context("How many squares are there in the image?", ["1", "2", "3", "4"]),
+        [scene((30, 160, 30))],
+        "How many squares are there in the image?",
+        6,
+    ),
 ]
 
 
@@ -65,7 +77,9 @@ def test_question_readers_of_known_benchmarks():
 
 def test_generic_question_is_the_context_before_the_options():
     cases = {
-        "<image>\nWhat is the colour of the car?\nA. red\nB. blue\nAnswer with the letter.": "What is the colour of the car?",
+        "<image>\nWhat is the colour of the car?\nA. red\nB. blue\nAnswer with the letter.": (
+            "What is the colour of the car?"
+        ),
         "Look closely.\nWhich animal is it?\n(A) cat\n(B) dog": "Look closely.\nWhich animal is it?",
         "Where is the cup?\nA) left\nB) right": "Where is the cup?",
         "Question: Where is the cup?\nOptions:\nA. left\nB. right\nPlease select.": "Question: Where is the cup?",
@@ -88,12 +102,18 @@ def test_image_placeholders_and_stops():
 
 def test_generation_settings():
     assert generation_settings({}, 1024) == (1024, ())
-    assert generation_settings({"max_new_tokens": 16, "temperature": 0, "top_p": 1.0, "num_beams": 1,
-                                "do_sample": False, "until": "\n\n"}, 1024) == (16, ("\n\n",))
+    assert generation_settings(
+        {"max_new_tokens": 16, "temperature": 0, "top_p": 1.0, "num_beams": 1, "do_sample": False, "until": "\n\n"},
+        1024,
+    ) == (16, ("\n\n",))
     assert generation_settings({"until": ["Q:", ""]}, 8) == (8, ("Q:",))
-    for kwargs, match in [({"do_sample": True}, "decodes greedily.*sampling"), ({"temperature": 0.2}, "sampling"),
-                          ({"num_beams": 3}, "beam search"), ({"max_new_tokens": 0}, "max_new_tokens must be"),
-                          ({"until": [3]}, "until must be")]:
+    for kwargs, match in [
+        ({"do_sample": True}, "decodes greedily.*sampling"),
+        ({"temperature": 0.2}, "sampling"),
+        ({"num_beams": 3}, "beam search"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be"),
+        ({"until": [3]}, "until must be"),
+    ]:
         with pytest.raises(ValueError, match=match):
             generation_settings(kwargs, 16)
 
@@ -111,8 +131,11 @@ def test_step_vi_reads_the_context_and_steps_i_to_v_the_question(wrapper, monkey
     asked, answered = [], []
     target_prompt, encode_answer = adapter.target_prompt, adapter.encode_answer
     monkeypatch.setattr(adapter, "target_prompt", lambda q: asked.append(q) or target_prompt(q))
-    monkeypatch.setattr(adapter, "encode_answer",
-                        lambda view, text, options: answered.append((text, options)) or encode_answer(view, text, options))
+    monkeypatch.setattr(
+        adapter,
+        "encode_answer",
+        lambda view, text, options: answered.append((text, options)) or encode_answer(view, text, options),
+    )
     generate_until(wrapper, REQUESTS)
     visual = [r for r in REQUESTS if r.images]
     assert sorted(asked) == sorted(r.question for r in visual)
@@ -120,11 +143,12 @@ def test_step_vi_reads_the_context_and_steps_i_to_v_the_question(wrapper, monkey
 
 
 def test_answers_match_the_wrapper_and_do_not_depend_on_batching(wrapper, answers):
-    for i, (request, answer) in enumerate(zip(REQUESTS, answers)):
+    for request, answer in zip(REQUESTS, answers):
         if request.images:
             saved, wrapper.max_new_tokens = wrapper.max_new_tokens, request.max_new_tokens
-            [direct] = wrapper.answer(request.images, [request.question],
-                                      answer_prompts=[strip_image_placeholders(request.context)])
+            [direct] = wrapper.answer(
+                request.images, [request.question], answer_prompts=[strip_image_placeholders(request.context)]
+            )
             wrapper.max_new_tokens = saved
             assert answer.text == direct.answer and answer.result.targets == direct.targets
             assert answer.result.forward_passes == direct.forward_passes
@@ -160,8 +184,12 @@ def test_log_records(answers):
     assert focus["forward_passes"]["verify"] >= min(N_STEPS, 1)
     counting = answers[3].log_record()
     assert counting["question_type"] == 2
-    assert answers[2].log_record() == {"method": "text-only", "forward_passes": {"answer": 1}, "fp_search": 0,
-                                       "fp_total": 1}
+    assert answers[2].log_record() == {
+        "method": "text-only",
+        "forward_passes": {"answer": 1},
+        "fp_search": 0,
+        "fp_total": 1,
+    }
 
 
 def test_vanilla_and_refusals(wrapper):
@@ -179,8 +207,10 @@ def test_vlmevalkit_model_answers_a_message_like_the_loop(wrapper, tmp_path):
     path = tmp_path / "scene.png"
     scene((200, 30, 30)).save(path)
     # VLMEvalKit's multiple-choice prompt (ImageMCQDataset.build_prompt)
-    prompt = ("Question: What is the color of the square?\nOptions:\nA. red\nB. blue\n"
-              "Please select the correct answer from the options above. \n")
+    prompt = (
+        "Question: What is the color of the square?\nOptions:\nA. red\nB. blue\n"
+        "Please select the correct answer from the options above. \n"
+    )
     model = FocusVLMEvalKitModel(wrapper, max_new_tokens=8)
     model.set_dump_image(lambda line: [str(path)])
     assert model.use_custom_prompt("HRBench4K") is False

@@ -11,19 +11,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_multi_image_adapters import find_module, lm_inputs, noise
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from focus_modules.adapters import InternVLAdapter, Selection, adapter_for
 from focus_modules.config import FocusConfig
 from focus_modules.ops.boxes import pixels_to_cells
-from test_multi_image_adapters import find_module, lm_inputs, noise
 
 PATCH = 8  # pixels per patch of the tiny tower; 64-px tiles -> 8 x 8 patches -> 4 x 4 tokens
 STEP = 5  # pixel value step per patch of the planted image
 # (width, height) = the canvas of (cols, rows) tiles: one tile (no thumbnail), landscape, portrait,
 # 3 x 2, very wide and very tall
-CANVASES = {(64, 64): (1, 1), (128, 64): (2, 1), (64, 192): (1, 3), (192, 128): (3, 2), (384, 64): (6, 1),
-            (64, 384): (1, 6)}
+CANVASES = {
+    (64, 64): (1, 1),
+    (128, 64): (2, 1),
+    (64, 192): (1, 3),
+    (192, 128): (3, 2),
+    (384, 64): (6, 1),
+    (64, 384): (1, 6),
+}
 
 
 def patch_coded_image(width, height):
@@ -55,8 +61,11 @@ def planted(tiny_internvl, monkeypatch):
         return BaseModelOutputWithPooling(last_hidden_state=features)
 
     monkeypatch.setattr(find_module(model, "vision_tower"), "forward", tower)
-    monkeypatch.setattr(find_module(model, "multi_modal_projector"), "forward",
-                        lambda x: F.pad(x.view(*x.shape[:2], 4, hidden).mean(2), (0, text_hidden - hidden)))
+    monkeypatch.setattr(
+        find_module(model, "multi_modal_projector"),
+        "forward",
+        lambda x: F.pad(x.view(*x.shape[:2], 4, hidden).mean(2), (0, text_hidden - hidden)),
+    )
 
 
 @pytest.mark.parametrize("size", list(CANVASES))

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import build_tiny_llava
 from torch import nn
 
 from focus_modules import ModelAdapter, register_adapter
 from focus_modules.adapters import LlavaAdapter, adapter_for, supported_models
 from focus_modules.adapters.base import OPTIONS_INSTRUCTION
 from focus_modules.adapters.views import expand_to_square
-from tiny_models import build_tiny_llava
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,10 @@ def test_registry_picks_llava_and_names_supported_families(tiny_llava):
     model, processor = tiny_llava
     assert type(adapter_for(model, processor)) is LlavaAdapter
     assert supported_models()["LlavaForConditionalGeneration"] == "llava-1.5"
-    with pytest.raises(ValueError, match=r"no FOCUS adapter for Linear; supported model families: .*llava-1.5 \(LlavaForConditionalGeneration\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"no FOCUS adapter for Linear; supported model families: .*llava-1.5 \(LlavaForConditionalGeneration\)",
+    ):
         adapter_for(nn.Linear(2, 2), processor)
 
 
@@ -107,13 +110,14 @@ def test_cells_map_to_the_pixels_the_model_sees(adapter, size):
     for (i, j), colour in colours.items():
         x1, y1, x2, y2 = boxes[i, j].tolist()
         assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
-        canvas[round(y1):round(y2), round(x1):round(x2)] = colour
+        canvas[round(y1) : round(y2), round(x1) : round(x2)] = colour
         # a valid cell has its centre in the image; an invalid one in the padding
         centre = enc.geometry.origin + (torch.tensor([j, i]) + 0.5) * enc.geometry.cell_size
         inside = 0 <= centre[0] < width and 0 <= centre[1] < height
         assert bool(enc.valid_cells[i, j]) == inside
-    seen = unnormalize(adapter.encode_existence(Image.fromarray(canvas), "cat").model_inputs["pixel_values"],
-                       adapter.image_processor)
+    seen = unnormalize(
+        adapter.encode_existence(Image.fromarray(canvas), "cat").model_inputs["pixel_values"], adapter.image_processor
+    )
     side, (left, top) = max(size), expand_to_square(Image.new("RGB", size), (0, 0, 0))[1]
     scale = adapter.image_size / side
     for (i, j), colour in colours.items():
@@ -132,8 +136,9 @@ def test_cells_map_to_the_pixels_the_model_sees(adapter, size):
     for i, j in (~enc.valid_cells).nonzero().tolist():
         x1, y1, x2, y2 = boxes[i, j].tolist()
         if x1 == x2 or y1 == y2:
-            torch.testing.assert_close(seen[i * cell_px + cell_px // 2, j * cell_px + cell_px // 2], background,
-                                       atol=4, rtol=0)
+            torch.testing.assert_close(
+                seen[i * cell_px + cell_px // 2, j * cell_px + cell_px // 2], background, atol=4, rtol=0
+            )
 
 
 @pytest.mark.parametrize("size", [(320, 200), (200, 320), (250, 250)])
@@ -176,8 +181,10 @@ def test_yes_no_ids_and_prompts(adapter, tiny_llava):
 def test_text_only_and_answer_encodings_run(adapter):
     from focus_modules.adapters import FinalView
 
-    texts = adapter.generate(adapter.collate([adapter.encode_text("Question: What is the color of the cup?"),
-                                              adapter.encode_text("cup")]), max_new_tokens=3)
+    texts = adapter.generate(
+        adapter.collate([adapter.encode_text("Question: What is the color of the cup?"), adapter.encode_text("cup")]),
+        max_new_tokens=3,
+    )
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     view = FinalView([Image.new("RGB", (30, 60))], "crop", [])
     enc = adapter.encode_answer(view, "What is the color of the cup?", ["red", "blue"])
@@ -189,10 +196,21 @@ def test_checkpoints_the_adapter_cannot_map_are_refused():
     from transformers import LlavaConfig, LlavaForConditionalGeneration, PixtralVisionConfig
 
     model, processor = build_tiny_llava(num_layers=2)
-    pixtral = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                  head_dim=16, image_size=96, patch_size=8)
-    config = LlavaConfig(vision_config=pixtral, text_config=model.config.text_config,
-                         image_token_index=model.config.image_token_index, vision_feature_layer=-1)
+    pixtral = PixtralVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        head_dim=16,
+        image_size=96,
+        patch_size=8,
+    )
+    config = LlavaConfig(
+        vision_config=pixtral,
+        text_config=model.config.text_config,
+        image_token_index=model.config.image_token_index,
+        vision_feature_layer=-1,
+    )
     with pytest.raises(ValueError, match="has a pixtral tower and a LlavaProcessor, whose image tokens it cannot map"):
         adapter_for(LlavaForConditionalGeneration(config), processor)
     # processor and model must count the same image tokens

@@ -18,7 +18,7 @@ N_PER_FAMILY = 2
 MODEL_ARGS = f"pretrained={SHIPPED_CHECKPOINT},n_steps=2,layers=[3,6],dataset=vstar,dtype=float32,device=cpu"
 
 # The task's functions: lmms-eval's own V*Bench prompt, scorer and aggregation; images from files.
-TASK_UTILS = '''
+TASK_UTILS = """
 from PIL import Image
 from lmms_eval.tasks.vstar_bench.utils import vstar_aggregate_results as aggregate
 from lmms_eval.tasks.vstar_bench.utils import vstar_doc_to_text as doc_to_text
@@ -28,9 +28,9 @@ from lmms_eval.tasks.vstar_bench.utils import vstar_process_results as process_r
 def doc_to_visual(doc):
     with Image.open(doc["image"]) as image:
         return [image.convert("RGB")]
-'''
+"""
 
-TASK_YAML = '''
+TASK_YAML = """
 task: {task}
 dataset_path: json
 dataset_kwargs:
@@ -56,7 +56,7 @@ lmms_eval_specific_kwargs:
   default:
     pre_prompt: ""
     post_prompt: "\\nAnswer with the option's letter from the given choices directly."
-'''
+"""
 
 
 def vstar_rows(root: Path) -> list[dict]:
@@ -71,16 +71,36 @@ def vstar_rows(root: Path) -> list[dict]:
         options.insert(i % len(record["options"]), correct)
         letters = "ABCD"[: len(options)]
         text = record["question"] + " " + " ".join(f"({letter}) {o}" for letter, o in zip(letters, options))
-        rows.append({"question_id": path.stem, "image": str(path.with_suffix(".jpg")), "text": text,
-                     "label": letters[options.index(correct)], "category": path.parent.name})
+        rows.append(
+            {
+                "question_id": path.stem,
+                "image": str(path.with_suffix(".jpg")),
+                "text": text,
+                "label": letters[options.index(correct)],
+                "category": path.parent.name,
+            }
+        )
     return rows
 
 
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmms_eval_task")
-    subprocess.run([sys.executable, "-m", "focus_modules.synthetic", "--out", str(root / "synthetic"),
-                    "--n", str(N_PER_FAMILY), "--seed", "5"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "focus_modules.synthetic",
+            "--out",
+            str(root / "synthetic"),
+            "--n",
+            str(N_PER_FAMILY),
+            "--seed",
+            "5",
+        ],
+        check=True,
+        capture_output=True,
+    )
     rows = vstar_rows(root / "synthetic")
     (root / "vstar.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     tasks = root / "tasks"
@@ -101,8 +121,15 @@ def evaluation(task_dir, tmp_path_factory):
     from lmms_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=str(task_dir / "tasks"))
-    return simple_evaluate(model="focus", model_args=MODEL_ARGS, tasks=[TASK], batch_size=4,
-                           task_manager=manager, log_samples=True, bootstrap_iters=0)
+    return simple_evaluate(
+        model="focus",
+        model_args=MODEL_ARGS,
+        tasks=[TASK],
+        batch_size=4,
+        task_manager=manager,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
 
 
 def test_simple_evaluate_scores_focus_answers(task_dir, evaluation):
@@ -159,4 +186,3 @@ def test_unsupported_requests_and_arguments_fail_clearly(evaluation):
         model.loglikelihood([])
     with pytest.raises(NotImplementedError, match="single-round"):
         model.generate_until_multi_round([])
-

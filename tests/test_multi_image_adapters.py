@@ -6,8 +6,6 @@ they are the local / merged visual features in row-major order, and that the ada
 cell->pixel geometry points at the same place of the image as the token does.
 """
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -100,7 +98,8 @@ def test_onevision_local_grid_is_the_packed_local_block(ov_adapter, planted_onev
         from transformers.image_processing_utils import get_patch_output_size
     except ImportError:  # transformers < 5: the same function, private to the OneVision processor
         from transformers.models.llava_onevision.image_processing_llava_onevision import (
-            _get_patch_output_size as get_patch_output_size)
+            _get_patch_output_size as get_patch_output_size,
+        )
 
     width, height = size
     a, tile = ov_adapter.tokens_per_side, ov_adapter.tile_size
@@ -116,7 +115,7 @@ def test_onevision_local_grid_is_the_packed_local_block(ov_adapter, planted_onev
     # the base (global-view) tokens come first and are not in the map
     assert torch.all(x[image_positions[: a * a], BASE] == 1)
     # every other image token is either in the map or a newline token
-    rest = [p for p in image_positions[a * a:].tolist() if p not in local]
+    rest = [p for p in image_positions[a * a :].tolist() if p not in local]
     assert len(rest) == h and torch.all(x[rest, NEWLINE] == 1)
     assert torch.all(x[enc.visual_positions][:, [BASE, NEWLINE]] == 0)
     # row-major: rows constant along a row and increasing down; columns the other way
@@ -205,8 +204,9 @@ def planted_qwen(tiny_qwen2_5_vl, qwen_adapter, monkeypatch):
     monkeypatch.setattr(visual.patch_embed, "forward", patch_embed)
     for block in visual.blocks:
         monkeypatch.setattr(block, "forward", lambda hidden_states, *args, **kwargs: hidden_states)
-    monkeypatch.setattr(visual.merger, "forward",
-                        lambda x: F.pad(x.view(-1, 4, hidden).mean(1), (0, out_hidden - hidden)))
+    monkeypatch.setattr(
+        visual.merger, "forward", lambda x: F.pad(x.view(-1, 4, hidden).mean(1), (0, out_hidden - hidden))
+    )
 
 
 @pytest.mark.parametrize("size", QWEN_SIZES)
@@ -305,11 +305,13 @@ def test_multi_image_final_prompt_builds_and_runs(family):
         assert image_tokens == 3 * (adapter.tokens_per_side**2 + 1)
     assert multi_image_preamble(2).split(";")[0].replace(" ", "") in text.replace(" ", "")
     # one image block per image; the batch also holds a single-image prompt
-    single = adapter.encode_answer(adapter.final_view(image, Selection(1, [[]]), adapter.default_config()),
-                                   question, None)
+    single = adapter.encode_answer(
+        adapter.final_view(image, Selection(1, [[]]), adapter.default_config()), question, None
+    )
     answers = adapter.generate(adapter.collate([enc, single]), max_new_tokens=3)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     # type 2: overlapping ROIs are merged before the crops
-    view2 = adapter.final_view(image, Selection(2, [[(0.0, 0.0, 50.0, 50.0), (40.0, 40.0, 80.0, 80.0)]]),
-                               adapter.default_config())
+    view2 = adapter.final_view(
+        image, Selection(2, [[(0.0, 0.0, 50.0, 50.0), (40.0, 40.0, 80.0, 80.0)]]), adapter.default_config()
+    )
     assert len(view2.images) == 2 and view2.boxes == [(0.0, 0.0, 80.0, 80.0)]

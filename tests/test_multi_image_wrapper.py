@@ -37,8 +37,13 @@ TARGETS = [["cat"], ["red car", "white truck"], ["all birds"], None]
 
 
 # preset family -> fixture of its tiny model (tests/conftest.py)
-TINY_MODELS = {"llava-onevision": "tiny_onevision", "qwen2.5-vl": "tiny_qwen2_5_vl", "qwen3-vl": "tiny_qwen3_vl",
-               "internvl": "tiny_internvl", "gemma3": "tiny_gemma3"}
+TINY_MODELS = {
+    "llava-onevision": "tiny_onevision",
+    "qwen2.5-vl": "tiny_qwen2_5_vl",
+    "qwen3-vl": "tiny_qwen3_vl",
+    "internvl": "tiny_internvl",
+    "gemma3": "tiny_gemma3",
+}
 
 
 @pytest.fixture(scope="module", params=list(TINY_MODELS))
@@ -54,14 +59,20 @@ def batched(wrapper):
 
 
 def comparable(result):
-    return dataclasses.replace(result, timings={}, relevance_maps=[], map_extents=[], rois=[
-        [(tuple(round(v, 3) for v in r.box), r.confidence is None) for r in rois] for rois in result.rois])
+    return dataclasses.replace(
+        result,
+        timings={},
+        relevance_maps=[],
+        map_extents=[],
+        rois=[[(tuple(round(v, 3) for v in r.box), r.confidence is None) for r in rois] for rois in result.rois],
+    )
 
 
 def test_batched_equals_one_at_a_time(wrapper, batched):
     images = make_images()
-    single = [wrapper.answer([image], [q], [o], targets=[t])[0]
-              for image, q, o, t in zip(images, QUESTIONS, OPTIONS, TARGETS)]
+    single = [
+        wrapper.answer([image], [q], [o], targets=[t])[0] for image, q, o, t in zip(images, QUESTIONS, OPTIONS, TARGETS)
+    ]
     for a, b in zip(batched, single):
         assert comparable(a) == comparable(b)
         for map_a, map_b, rois_a, rois_b in zip(a.relevance_maps, b.relevance_maps, a.rois, b.rois):
@@ -126,9 +137,26 @@ def test_focus_ask_loads_a_saved_tiny_model(family, request, tmp_path, capsys):
     processor.save_pretrained(tmp_path / "model")
     image = tmp_path / "photo.png"
     make_images()[0].save(image)
-    argv = ["ask", str(image), "What is the color of the cat?", "--option", "red", "--option", "blue",
-            "--model", str(tmp_path / "model"), "--device", "cpu", "--dtype", "float32", "--n-steps", "1",
-            "--set", "layers=2,4", "--json"]
+    argv = [
+        "ask",
+        str(image),
+        "What is the color of the cat?",
+        "--option",
+        "red",
+        "--option",
+        "blue",
+        "--model",
+        str(tmp_path / "model"),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--n-steps",
+        "1",
+        "--set",
+        "layers=2,4",
+        "--json",
+    ]
     assert cli.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert isinstance(printed["answer"], str) and printed["targets"]

@@ -169,14 +169,19 @@ def test_results_do_not_depend_on_the_maps_scale(smoothing):
 def handmade_roiset(boxes, device="cpu"):
     boxes = torch.tensor([boxes], dtype=torch.float32, device=device)
     k = boxes.shape[1]
-    return RoiSet(boxes=boxes, scores=torch.linspace(1, 0.5, k, device=device)[None],
-                  valid=torch.ones(1, k, dtype=torch.bool, device=device),
-                  cell_hw=torch.tensor([[20, 20]], device=device),
-                  anchors=torch.zeros(1, k, 2, dtype=torch.long, device=device))
+    return RoiSet(
+        boxes=boxes,
+        scores=torch.linspace(1, 0.5, k, device=device)[None],
+        valid=torch.ones(1, k, dtype=torch.bool, device=device),
+        cell_hw=torch.tensor([[20, 20]], device=device),
+        anchors=torch.zeros(1, k, 2, dtype=torch.long, device=device),
+    )
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs CUDA"))])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
 def test_nms_keeps_an_iou_exactly_at_the_threshold(device):
     # 6 x 6 and 4 x 4 overlapping in 3 x 4 cells: IoU = 12 / 40 = 0.3 exactly; the third box
     # overlaps the first with IoU 16 / 36 > 0.3.
@@ -374,8 +379,17 @@ def test_bad_inputs_raise():
     call(maps=nan_maps)
     with pytest.raises(ValueError, match="valid_mask"):
         call(valid_mask=torch.ones(2, 6, 7))
-    for bad in (dict(k=0), dict(s_min=6, s_max=5), dict(s_min=0), dict(s_dist=-1.0), dict(nms_threshold=1.5),
-                dict(smooth_sigma=0.0), dict(downsample=0), dict(k=2.5), dict(expand_threshold=math.nan)):
+    for bad in (
+        dict(k=0),
+        dict(s_min=6, s_max=5),
+        dict(s_min=0),
+        dict(s_dist=-1.0),
+        dict(nms_threshold=1.5),
+        dict(smooth_sigma=0.0),
+        dict(downsample=0),
+        dict(k=2.5),
+        dict(expand_threshold=math.nan),
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             call(**bad)
 
@@ -390,13 +404,30 @@ def test_roi_proposer_stores_config_and_delegates():
     maps, grid = pad_batch([blob_map(60, 30, [(41, 9)], [1.0]), blob_map(24, 24, [(5, 17)], [1.0])])
     mask = torch.rand(maps.shape, generator=torch.Generator().manual_seed(0)) > 0.1
     got = proposer(maps, grid, mask)
-    want = propose_rois(maps, grid, cfg.k, cfg.s_min, cfg.s_max, cfg.s_dist, cfg.expand_threshold,
-                        cfg.nms_threshold, cfg.smooth_sigma, cfg.downsample, valid_mask=mask)
+    want = propose_rois(
+        maps,
+        grid,
+        cfg.k,
+        cfg.s_min,
+        cfg.s_max,
+        cfg.s_dist,
+        cfg.expand_threshold,
+        cfg.nms_threshold,
+        cfg.smooth_sigma,
+        cfg.downsample,
+        valid_mask=mask,
+    )
     for a, b in zip(got, want):
         assert torch.equal(a, b)
     default = RoiProposer()
     assert (default.k, default.s_min, default.s_max, default.s_dist, default.smooth_sigma, default.downsample) == (
-        30, 3, 5, 2, None, 1)
+        30,
+        3,
+        5,
+        2,
+        None,
+        1,
+    )
 
 
 def compile_inputs(shapes):
@@ -449,16 +480,21 @@ for b, (h, w) in enumerate(grid.tolist()):
 @pytest.mark.parametrize("capability", ["avx2", "default"])
 def test_compiled_smoothing_matches_eager_for_each_cpu_instruction_set(capability, tmp_path):
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", SMOOTH_UNDER_CAPABILITY], env=env, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", SMOOTH_UNDER_CAPABILITY], env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("smoothing", [dict(), dict(smooth_sigma=1.0, downsample=2)])
 def test_cuda_matches_cpu(smoothing):
-    maps, grid = pad_batch([blob_map(h, w, [(h // 3, w // 4), (h - 2, w - 3)], [1.0, 0.6], seed=h)
-                            for h, w in [(24, 24), (60, 30), (27, 81), (114, 57), (2, 5)]])
+    maps, grid = pad_batch(
+        [
+            blob_map(h, w, [(h // 3, w // 4), (h - 2, w - 3)], [1.0, 0.6], seed=h)
+            for h, w in [(24, 24), (60, 30), (27, 81), (114, 57), (2, 5)]
+        ]
+    )
     mask = torch.rand(maps.shape, generator=torch.Generator().manual_seed(1)) > 0.05
     cpu = propose_rois(maps, grid, valid_mask=mask, **PARAMS, **smoothing)
     cuda = propose_rois(maps.cuda(), grid.cuda(), valid_mask=mask.cuda(), **PARAMS, **smoothing)

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_multi_image_adapters import find_module, lm_inputs, noise
 
 from focus_modules.adapters import Qwen3VLAdapter, Selection, adapter_for
 from focus_modules.config import FocusConfig
 from focus_modules.ops.boxes import pixels_to_cells
-from test_multi_image_adapters import find_module, lm_inputs, noise
 
 PATCH, CELL = 16, 32  # pixels per patch and per merged token
 # multiples of 32 inside the pixel limits, so the view is the image: square, landscape, portrait,
@@ -75,8 +75,10 @@ def deepstack_added(adapter, batch):
         seen["in"] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
 
     layers = adapter.decoder_layers()
-    handles = [layers[0].register_forward_hook(after_first),
-               layers[1].register_forward_pre_hook(before_second, with_kwargs=True)]
+    handles = [
+        layers[0].register_forward_hook(after_first),
+        layers[1].register_forward_pre_hook(before_second, with_kwargs=True),
+    ]
     try:
         with torch.no_grad():
             adapter.model(**batch.inputs, use_cache=False)
@@ -102,10 +104,12 @@ def test_grid_is_the_merged_image_block_and_deepstack_follows_it(adapter, plante
     torch.testing.assert_close(x[:, 1].view(h, w), (2 * c + 0.5).float(), atol=0.05, rtol=0)
     # deepstack adds the same grid, in the same order, at the same positions and nowhere else
     added = deepstack_added(adapter, batch)[0]
-    torch.testing.assert_close(added[enc.visual_positions, 0].view(h, w), (2 * r + 0.5).float() + DEEPSTACK_OFFSET,
-                               atol=0.05, rtol=0)
-    torch.testing.assert_close(added[enc.visual_positions, 1].view(h, w), (2 * c + 0.5).float() + DEEPSTACK_OFFSET,
-                               atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        added[enc.visual_positions, 0].view(h, w), (2 * r + 0.5).float() + DEEPSTACK_OFFSET, atol=0.05, rtol=0
+    )
+    torch.testing.assert_close(
+        added[enc.visual_positions, 1].view(h, w), (2 * c + 0.5).float() + DEEPSTACK_OFFSET, atol=0.05, rtol=0
+    )
     others = torch.ones(enc.input_ids.numel(), dtype=torch.bool)
     others[enc.visual_positions] = False
     assert torch.all(added[others] == 0)

@@ -36,7 +36,7 @@ def make_batch(prompts, heads, head_dim, num_layers, seed, dtype=torch.float32, 
     target_idx = torch.full((batch, num_targets), -1)
     visual_idx = torch.full((batch, num_visual), -1)
     mask = torch.zeros(batch, seq_len, dtype=torch.long)
-    for b, ((h, w), s, text) in enumerate(prompts):
+    for b, ((h, w), s, _text) in enumerate(prompts):
         start = seq_len - lengths[b]
         mask[b, start:] = 1
         visual_idx[b, : h * w] = torch.arange(start + 2, start + 2 + h * w)
@@ -46,8 +46,13 @@ def make_batch(prompts, heads, head_dim, num_layers, seed, dtype=torch.float32, 
         slots = torch.randperm(num_targets, generator=gen)[:s]
         target_idx[b, slots] = chosen
     grid_hw = torch.tensor([list(g) for g, _, _ in prompts])
-    return (values.to(dtype).to(device), target_idx.to(device), visual_idx.to(device), grid_hw.to(device),
-            mask.to(device))
+    return (
+        values.to(dtype).to(device),
+        target_idx.to(device),
+        visual_idx.to(device),
+        grid_hw.to(device),
+        mask.to(device),
+    )
 
 
 def assert_within(got, want, bound):
@@ -108,8 +113,11 @@ def test_batched_equals_one_prompt_at_a_time():
         real = mask[b].bool()
         offset = int((~real).sum())
         single = relevance_map(
-            values[b : b + 1, :, real], (target_idx[b : b + 1] - offset).clamp_min(-1),
-            visual_idx[b : b + 1, : h * w] - offset, grid_hw[b : b + 1], impl="torch",
+            values[b : b + 1, :, real],
+            (target_idx[b : b + 1] - offset).clamp_min(-1),
+            visual_idx[b : b + 1, : h * w] - offset,
+            grid_hw[b : b + 1],
+            impl="torch",
         )
         assert_within(batched[b, :h, :w], single[0], 2 * bound[b, :h, :w])
 
@@ -119,8 +127,7 @@ def test_consensus_is_the_renormalised_product_of_per_token_maps():
     # The per-token maps in float64 (the torch path computes in fp64 for fp64 input): their
     # renormalised product is the exact consensus the fp32 map must match within its bound.
     per_token = [
-        relevance_map(values.double(), target_idx[:, [s]], visual_idx, grid_hw, impl="torch").double()
-        for s in range(3)
+        relevance_map(values.double(), target_idx[:, [s]], visual_idx, grid_hw, impl="torch").double() for s in range(3)
     ]
     product = per_token[0] * per_token[1] * per_token[2]
     combined = relevance_map(values, target_idx, visual_idx, grid_hw, impl="torch")
@@ -157,8 +164,10 @@ def test_planted_object_becomes_the_argmax_in_row_major_order():
         (lambda v, t, vi, g, m: (v, t, vi, g.flip(1) + 1, m), r"prompt 0: grid_hw = \(5, 4\) needs h\*w = 20"),
         (lambda v, t, vi, g, m: (v, t.fill_(-1), vi, g, m), r"prompt 0 has an empty target set"),
         (lambda v, t, vi, g, m: (v, t[:, :0], vi, g, m), r"has no target tokens"),
-        (lambda v, t, vi, g, m: (v, t.index_fill_(1, torch.tensor([0]), 99), vi, g, m),
-         r"target_idx\[0, 0\] = 99 lies outside the sequence of length N="),
+        (
+            lambda v, t, vi, g, m: (v, t.index_fill_(1, torch.tensor([0]), 99), vi, g, m),
+            r"target_idx\[0, 0\] = 99 lies outside the sequence of length N=",
+        ),
         (lambda v, t, vi, g, m: (v, t, vi, g, m[:, 1:]), r"attention_mask must have shape \[B=2, N="),
         (lambda v, t, vi, g, m: (v, t, vi.roll(1, dims=1), g, m), r"padding \(-1\) must be trailing"),
     ],
@@ -218,8 +227,9 @@ KERNEL_CASES = [
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
-@pytest.mark.skipif(not HAS_CUDA and __import__("os").environ.get("TRITON_INTERPRET") != "1",
-                    reason="needs CUDA or TRITON_INTERPRET=1")
+@pytest.mark.skipif(
+    not HAS_CUDA and __import__("os").environ.get("TRITON_INTERPRET") != "1", reason="needs CUDA or TRITON_INTERPRET=1"
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16] + ([torch.bfloat16] if HAS_CUDA else []))
 @pytest.mark.parametrize("heads,head_dim,num_layers,prompts", KERNEL_CASES)
 def test_triton_kernel_matches_torch_path(dtype, heads, head_dim, num_layers, prompts):
@@ -232,8 +242,9 @@ def test_triton_kernel_matches_torch_path(dtype, heads, head_dim, num_layers, pr
     exact = relevance_map_fig7(*batch)
     assert_within(got, exact, fp32_error_bound(*batch))
     without_mask = batch[:4]
-    assert_within(relevance_map(*without_mask, impl="triton"), relevance_map_fig7(*without_mask),
-                  fp32_error_bound(*without_mask))
+    assert_within(
+        relevance_map(*without_mask, impl="triton"), relevance_map_fig7(*without_mask), fp32_error_bound(*without_mask)
+    )
 
 
 @pytest.mark.skipif(not (HAS_TRITON and HAS_CUDA), reason="torch.compile of the Triton op needs CUDA")

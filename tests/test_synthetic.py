@@ -7,9 +7,9 @@ from PIL import Image
 
 from focus_modules.synthetic import (
     COLORS,
-    QUESTION_FAMILIES,
     FAMILY_DIRS,
     MARK_COLORS,
+    QUESTION_FAMILIES,
     SHAPES,
     SceneConfig,
     canvas_size,

@@ -29,8 +29,15 @@ def shipped():
 
 def test_checkpoint_files_and_size():
     names = {p.name for p in SHIPPED_CHECKPOINT.iterdir()}
-    assert {"config.json", "model.safetensors", "README.md", "tokenizer.json", "processor_config.json",
-            "focus_config.json", "heldout_benchmark.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "tokenizer.json",
+        "processor_config.json",
+        "focus_config.json",
+        "heldout_benchmark.json",
+    } <= names
     total = sum(p.stat().st_size for p in SHIPPED_CHECKPOINT.iterdir())
     assert total <= 20 * 2**20
 
@@ -45,8 +52,10 @@ def test_checkpoint_has_the_llava_hf_layout_that_transformers_4_46_reads():
     assert image_processor["image_processor_type"] == "CLIPImageProcessor"
     assert "image_processor" not in json.loads((SHIPPED_CHECKPOINT / "processor_config.json").read_text())
     assert json.loads((SHIPPED_CHECKPOINT / "chat_template.json").read_text())["chat_template"]
-    assert json.loads((SHIPPED_CHECKPOINT / "tokenizer_config.json").read_text())["tokenizer_class"] == \
-        "PreTrainedTokenizerFast"
+    assert (
+        json.loads((SHIPPED_CHECKPOINT / "tokenizer_config.json").read_text())["tokenizer_class"]
+        == "PreTrainedTokenizerFast"
+    )
 
 
 def test_stock_adapter_serves_it(shipped):
@@ -66,15 +75,38 @@ def regression_run(tmp_path_factory):
     """40 held-out attribute questions written by the public writer, answered by ``focus eval``
     with vanilla and with FOCUS (n_steps = 2, the checkpoint's own settings)."""
     root = tmp_path_factory.mktemp("regression")
-    write_vstar_layout(root / "data", REGRESSION_QUESTIONS, seed=REGRESSION_SEED, families=("attribute",),
-                       progress=False)
+    write_vstar_layout(
+        root / "data", REGRESSION_QUESTIONS, seed=REGRESSION_SEED, families=("attribute",), progress=False
+    )
     summaries = {}
     for method in ("vanilla", "focus"):
         out = root / f"{method}.jsonl"
-        assert cli.main(["eval", "--model", str(SHIPPED_CHECKPOINT), "--dataset", "vstar", "--data",
-                         str(root / "data"), "--categories", "all", "--method", method, "--n-steps", "2",
-                         "--batch-size", "8",
-                         "--device", "cpu", "--out", str(out)]) == 0
+        assert (
+            cli.main(
+                [
+                    "eval",
+                    "--model",
+                    str(SHIPPED_CHECKPOINT),
+                    "--dataset",
+                    "vstar",
+                    "--data",
+                    str(root / "data"),
+                    "--categories",
+                    "all",
+                    "--method",
+                    method,
+                    "--n-steps",
+                    "2",
+                    "--batch-size",
+                    "8",
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         summaries[method] = (json.loads(out.with_suffix(".summary.json").read_text()), rows)
     return summaries
@@ -91,9 +123,12 @@ def test_both_methods_run_every_step_on_heldout_questions(regression_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the shipped checkpoint does not reach the lift yet (model card: the mark "
-                   "is read on tight crops, not on ROI-sized ones, and the maps rarely find the object); a "
-                   "checkpoint that does makes this test pass, and then the marker must go")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped checkpoint does not reach the lift yet (model card: the mark "
+    "is read on tight crops, not on ROI-sized ones, and the maps rarely find the object); a "
+    "checkpoint that does makes this test pass, and then the marker must go",
+)
 def test_focus_beats_vanilla_on_heldout_attribute_questions(regression_run):
     vanilla, focus = regression_run["vanilla"][0], regression_run["focus"][0]
     assert focus["accuracy"] - vanilla["accuracy"] >= MIN_LIFT, (vanilla["accuracy"], focus["accuracy"])

@@ -24,11 +24,10 @@ from data import (  # noqa: E402
     patch_fractions,
     scene_class_words,
 )
+from model import build_tiny_focus_llava  # noqa: E402
 
 from focus_modules.adapters import LlavaAdapter  # noqa: E402
 from focus_modules.synthetic import COLORS, MARK_COLORS  # noqa: E402
-from model import build_tiny_focus_llava  # noqa: E402
-
 from focus_modules.synthetic.tiny_llava import tiny_focus_config  # noqa: E402
 
 
@@ -52,7 +51,9 @@ def test_class_image_labels_exactly_the_object_and_mark_pixels(training_scene):
     for obj in scene.objects:
         x1, y1, x2, y2 = obj.box
         inside = ids[y1:y2, x1:x2]
-        assert (inside == MARK_CLASSES[obj.mark]).sum() == np.all(pixels[y1:y2, x1:x2] == MARK_COLORS[obj.mark], -1).sum()
+        assert (inside == MARK_CLASSES[obj.mark]).sum() == np.all(
+            pixels[y1:y2, x1:x2] == MARK_COLORS[obj.mark], -1
+        ).sum()
         assert (inside == MARK_CLASSES[obj.mark]).sum() > 0
 
 
@@ -118,8 +119,24 @@ def test_instruction_samples_reply_with_the_scene_truth(maker):
 
 
 def test_training_runs_resumes_and_the_probes_read_the_checkpoint(tmp_path):
-    base = [sys.executable, str(RECIPE / "train.py"), "--out", str(tmp_path / "run"), "--align-steps", "2",
-            "--steps", "2", "--batch-size", "4", "--align-batch-size", "4", "--save-every", "2", "--workers", "0"]
+    base = [
+        sys.executable,
+        str(RECIPE / "train.py"),
+        "--out",
+        str(tmp_path / "run"),
+        "--align-steps",
+        "2",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--align-batch-size",
+        "4",
+        "--save-every",
+        "2",
+        "--workers",
+        "0",
+    ]
     first = subprocess.run(base[:4] + ["--minutes", "0.0001"] + base[4:], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
@@ -129,10 +146,13 @@ def test_training_runs_resumes_and_the_probes_read_the_checkpoint(tmp_path):
     assert "resumed at step 1" in second.stdout
     log = json.loads((tmp_path / "run" / "training_log.json").read_text())
     assert log["steps"] == 4 and (tmp_path / "run" / "step_4" / "model.safetensors").is_file()
-    probes = subprocess.run([sys.executable, str(RECIPE / "probes.py"), "--model", str(tmp_path / "run"),
-                             "--scenes", "1"], capture_output=True, text=True, timeout=600)
+    probes = subprocess.run(
+        [sys.executable, str(RECIPE / "probes.py"), "--model", str(tmp_path / "run"), "--scenes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert probes.returncode == 0, probes.stderr[-3000:]
     results = json.loads(probes.stdout)
     assert {"step1_exact", "mark_ideal_crop", "existence_roi_Yes", "map_hit_layers_0_6"} <= set(results)
     assert all(0.0 <= mean <= 1.0 and n > 0 for mean, n in results.values())
-

@@ -103,7 +103,7 @@ def test_errors(tiny_llava):
     with pytest.raises(ValueError, match="half-open"):
         ValueCapture(model, layers=(1, 2, 3))
     with pytest.raises(RuntimeError, match="no forward"):
-        ValueCapture(model, layers=(0, 1)).values
+        _ = ValueCapture(model, layers=(0, 1)).values
     with pytest.raises(ValueError, match="could not find"):
         find_decoder_layers(nn.Sequential(nn.Linear(2, 2)))
 

@@ -46,7 +46,7 @@ def test_expand_to_square(size, offset):
     square, got = expand_to_square(image, (1, 2, 3))
     assert got == offset and square.size == (max(size),) * 2
     arr = np.asarray(square)
-    assert np.array_equal(arr[offset[1]:offset[1] + size[1], offset[0]:offset[0] + size[0]], np.asarray(image))
+    assert np.array_equal(arr[offset[1] : offset[1] + size[1], offset[0] : offset[0] + size[0]], np.asarray(image))
     if offset != (0, 0):
         assert tuple(arr[0, 0]) == (1, 2, 3)
 
@@ -81,7 +81,7 @@ def test_canvas_keeps_rois_and_their_relative_positions():
         hits = np.argwhere((arr[..., 0] == x1) & (arr[..., 1] == y1) & (arr[..., 2] == 7))
         assert len(hits) == 1
         y, x = hits[0]
-        assert np.array_equal(arr[y:y + y2 - y1, x:x + x2 - x1], np.asarray(image)[y1:y2, x1:x2])
+        assert np.array_equal(arr[y : y + y2 - y1, x : x + x2 - x1], np.asarray(image)[y1:y2, x1:x2])
         found.append((x, y))
     # Left/right and above/below order survive.
     for a, b in [(0, 1), (1, 2), (0, 2)]:

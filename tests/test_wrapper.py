@@ -57,8 +57,12 @@ def batched(wrapper):
 
 def comparable(result):
     """Everything but timings and floats that carry batching noise (compared with a tolerance)."""
-    return dataclasses.replace(result, timings={}, relevance_maps=[], rois=[
-        [(r.box, r.confidence is None) for r in rois] for rois in result.rois])
+    return dataclasses.replace(
+        result,
+        timings={},
+        relevance_maps=[],
+        rois=[[(r.box, r.confidence is None) for r in rois] for rois in result.rois],
+    )
 
 
 def test_batched_equals_one_at_a_time_and_grouped(wrapper, batched):
@@ -136,7 +140,8 @@ def test_forward_passes_follow_n_steps_and_overrun(wrapper, batched, tiny_llava,
     for n_steps in (1, 3):
         cfg = dataclasses.replace(config, n_steps=n_steps, overrun=False)
         results = FocusWrapper(model, processor, cfg, max_new_tokens=2).answer(
-            images, QUESTIONS[:3], targets=[["cat"], ["red car", "white truck"], ["all birds"]])
+            images, QUESTIONS[:3], targets=[["cat"], ["red car", "white truck"], ["all birds"]]
+        )
         for result in results:
             assert result.forward_passes["targets"] == 0 and result.target_source == "given"
             expected = sum(len(rois) if result.question_type == 2 else min(n_steps, len(rois)) for rois in result.rois)
@@ -175,6 +180,7 @@ def test_answer_prompts_replace_only_step_vi(wrapper, batched, monkeypatch):
     results = wrapper.answer(images, QUESTIONS[:3], OPTIONS[:3], answer_prompts=harness)
     assert seen == [(harness[0], None), (QUESTIONS[1], OPTIONS[1]), (harness[2], None)]
     for result, reference in zip(results, batched[:3]):  # steps I-V still read the question
+
         def search_only(r):  # step VI's answer and prompt tokens differ by design
             return dataclasses.replace(comparable(r), answer="", tokens={**r.tokens, "answer": 0})
 
@@ -205,7 +211,10 @@ def test_input_errors(wrapper, tiny_llava):
     with pytest.raises(ValueError, match=r"layers=\(14, 32\).*4 layers.*--set layers=2,4"):
         FocusWrapper(model, processor, FocusConfig.preset("llava-1.5"))  # reads layers 14..31
     assert FocusWrapper(model, processor).config.layers == (2, 4)  # the preset scaled to 4 layers
-    with pytest.raises(ValueError, match=r"no FOCUS adapter for Linear; supported model families: .*llava-1.5 \(LlavaForConditionalGeneration\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"no FOCUS adapter for Linear; supported model families: .*llava-1.5 \(LlavaForConditionalGeneration\)",
+    ):
         FocusWrapper(nn.Linear(2, 2), processor)
 
 
@@ -228,10 +237,12 @@ def test_shared_search_is_the_search_each_rotation_would_run(wrapper):
             assert mine.forward_passes == own.forward_passes
         assert mine.forward_passes["answer"] == 1
         # passes and tokens are charged where spent (the leader), the rest is the search's own
-        assert comparable(dataclasses.replace(mine, forward_passes={}, tokens={}, search_reused_from=None)) == \
-            comparable(dataclasses.replace(own, forward_passes={}, tokens={}))
-    assert sum(sum(r.forward_passes[p] for p in ("relevance", "verify")) for r in shared) == \
-        sum(alone[i].forward_passes["relevance"] + alone[i].forward_passes["verify"] for i in (0, 4))
+        assert comparable(
+            dataclasses.replace(mine, forward_passes={}, tokens={}, search_reused_from=None)
+        ) == comparable(dataclasses.replace(own, forward_passes={}, tokens={}))
+    assert sum(sum(r.forward_passes[p] for p in ("relevance", "verify")) for r in shared) == sum(
+        alone[i].forward_passes["relevance"] + alone[i].forward_passes["verify"] for i in (0, 4)
+    )
     with pytest.raises(ValueError, match="share search key 'a' but not their question"):
         wrapper.answer(images[:2], [question, QUESTIONS[2]], options[:2], search_keys=["a", "a"])
 
@@ -252,9 +263,14 @@ def test_logits_matching_scores_each_option_as_the_reply(wrapper, tiny_llava):
         tail = adapter.tokenizer(option, add_special_tokens=False)["input_ids"]
         ids = torch.cat([prompt.input_ids, torch.tensor(tail)])[None]
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids),
-                           pixel_values=prompt.model_inputs["pixel_values"]).logits[0].double()
-        log_probs = logits[-len(tail) - 1:-1].log_softmax(-1)
+            logits = (
+                model(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=prompt.model_inputs["pixel_values"]
+                )
+                .logits[0]
+                .double()
+            )
+        log_probs = logits[-len(tail) - 1 : -1].log_softmax(-1)
         expected = log_probs.gather(-1, torch.tensor(tail)[:, None]).mean().item()
         # the batch is left-padded (other summation lengths): fp32 noise on ~10-nat log-probs
         assert score == pytest.approx(expected, abs=1e-4)

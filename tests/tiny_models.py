@@ -17,8 +17,8 @@ from collections.abc import Iterable
 import pytest
 import torch
 
-from focus_modules.adapters import base as adapter_base
 from focus_modules import targets as target_text
+from focus_modules.adapters import base as adapter_base
 from focus_modules.synthetic.tiny_llava import LLAVA_CHAT_TEMPLATE, SPECIAL_TOKENS, TOKEN_PATTERN, build_tokenizer
 
 # Words the tests' questions, options and targets use.
@@ -85,8 +85,14 @@ def build_tiny_llava(
         ``(model, processor)``: ``LlavaForConditionalGeneration`` in eval mode (fp32, sdpa) and
         ``LlavaProcessor``.
     """
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tokenizer = build_tokenizer(prompt_vocabulary(extra_words))
     vocab = tokenizer.get_vocab()
@@ -94,24 +100,45 @@ def build_tiny_llava(
     if vision_tower == "siglip":
         from transformers import SiglipVisionConfig
 
-        vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                    image_size=image_size, patch_size=patch_size)
+        vision = SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch_size,
+        )
     else:
         vision = CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=image_size, patch_size=patch_size, projection_dim=32,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch_size,
+            projection_dim=32,
         )
     additional = 1 if vision_tower == "clip" else 0
     text = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-        max_position_embeddings=1024, initializer_range=0.1, pad_token_id=vocab["<pad>"],
-        bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"],
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=1024,
+        initializer_range=0.1,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
+        eos_token_id=vocab["</s>"],
     )
     config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=vocab["<image>"],
+        vision_config=vision,
+        text_config=text,
+        image_token_index=vocab["<image>"],
         image_seq_length=grid * grid + additional - (vision_feature_select_strategy == "default"),
-        vision_feature_select_strategy=vision_feature_select_strategy, vision_feature_layer=-2,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        vision_feature_layer=-2,
     )
     config.pad_token_id = vocab["<pad>"]
     torch.manual_seed(seed)
@@ -119,11 +146,15 @@ def build_tiny_llava(
     model.generation_config.pad_token_id = vocab["<pad>"]
     model.generation_config.eos_token_id = vocab["</s>"]
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
     )
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-        vision_feature_select_strategy=vision_feature_select_strategy, num_additional_image_tokens=additional,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        num_additional_image_tokens=additional,
         chat_template=LLAVA_CHAT_TEMPLATE if chat_template else None,
     )
     return model, processor
@@ -182,41 +213,73 @@ def build_tiny_onevision(
         ``(model, processor)``: ``LlavaOnevisionForConditionalGeneration`` in eval mode (fp32,
         sdpa) and ``LlavaOnevisionProcessor``.
     """
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, Qwen2Config,
-                              SiglipVisionConfig)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
     from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
 
     specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
     tokenizer = build_tokenizer(
-        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]), specials, bos=None, eos="<|im_end|>",
-        pad="<|endoftext|>", unk="<|endoftext|>")
+        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]),
+        specials,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        unk="<|endoftext|>",
+    )
     vocab = tokenizer.get_vocab()
     grid = tile_size // patch_size
     pinpoints = [[tile_size * i, tile_size * j] for i in range(1, max_tiles + 1) for j in range(1, max_tiles + 1)]
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                image_size=tile_size, patch_size=patch_size)
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=tile_size,
+        patch_size=patch_size,
+    )
     text = Qwen2Config(
-        vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-        max_position_embeddings=32768, initializer_range=0.1, pad_token_id=vocab["<|endoftext|>"],
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=32768,
+        initializer_range=0.1,
+        pad_token_id=vocab["<|endoftext|>"],
         eos_token_id=vocab["<|im_end|>"],
     )
     config = LlavaOnevisionConfig(
-        vision_config=vision, text_config=text, image_token_index=vocab["<image>"],
-        video_token_index=vocab["<video>"], image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full",
-        vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9",
+        vision_config=vision,
+        text_config=text,
+        image_token_index=vocab["<image>"],
+        video_token_index=vocab["<video>"],
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        vision_aspect_ratio="anyres_max_9",
     )
     config.pad_token_id = vocab["<|endoftext|>"]
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = vocab["<|endoftext|>"]
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
-    image_processor = LlavaOnevisionImageProcessor(size={"height": tile_size, "width": tile_size},
-                                                   image_grid_pinpoints=pinpoints)
+    image_processor = LlavaOnevisionImageProcessor(
+        size={"height": tile_size, "width": tile_size}, image_grid_pinpoints=pinpoints
+    )
     processor = LlavaOnevisionProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=LlavaOnevisionVideoProcessor(),
-        num_image_tokens=grid * grid, vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=grid * grid,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
         chat_template=ONEVISION_CHAT_TEMPLATE,
     )
     return model, processor
@@ -246,34 +309,68 @@ def build_tiny_qwen2_5_vl(
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                "<|image_pad|>", "<|video_pad|>")
+    specials = (
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    )
     tokenizer = build_tokenizer(
-        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]), specials, bos=None, eos="<|im_end|>",
-        pad="<|endoftext|>", unk="<|endoftext|>")
+        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]),
+        specials,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        unk="<|endoftext|>",
+    )
     vocab = tokenizer.get_vocab()
     head_dim = hidden_size // num_heads
     config = Qwen2_5_VLConfig(
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, window_size=56, out_hidden_size=hidden_size,
-                           fullatt_block_indexes=[1]),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            out_hidden_size=hidden_size,
+            fullatt_block_indexes=[1],
+        ),
         text_config=dict(
-            vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-            max_position_embeddings=4096, initializer_range=0.1, pad_token_id=vocab["<|endoftext|>"],
-            eos_token_id=vocab["<|im_end|>"], bos_token_id=vocab["<|endoftext|>"],
+            vocab_size=len(vocab),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads,
+            max_position_embeddings=4096,
+            initializer_range=0.1,
+            pad_token_id=vocab["<|endoftext|>"],
+            eos_token_id=vocab["<|im_end|>"],
+            bos_token_id=vocab["<|endoftext|>"],
             rope_scaling={"type": "mrope", "mrope_section": [head_dim // 8, head_dim // 8, head_dim // 4]},
         ),
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"],
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = vocab["<|endoftext|>"]
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=max_pixels)
-    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                    video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
+    )
     return model, processor
 
 
@@ -318,37 +415,75 @@ def build_tiny_qwen3_vl(
         pytest.skip("Qwen3-VL is in transformers >= 4.57")
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
-    specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                "<|image_pad|>", "<|video_pad|>")
+    specials = (
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    )
     tokenizer = build_tokenizer(
-        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]), specials, bos=None, eos="<|im_end|>",
-        pad="<|endoftext|>", unk="<|endoftext|>")
+        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]),
+        specials,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        unk="<|endoftext|>",
+    )
     vocab = tokenizer.get_vocab()
     head_dim = hidden_size // num_heads
     config = Qwen3VLConfig(
-        vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
-                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden_size,
-                           num_position_embeddings=64, deepstack_visual_indexes=[0, 1]),
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-            head_dim=head_dim, max_position_embeddings=4096, initializer_range=0.1,
-            pad_token_id=vocab["<|endoftext|>"],
-            rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_interleaved": True,
-                             "mrope_section": [head_dim // 4, head_dim // 8, head_dim // 8]},
+        vision_config=dict(
+            depth=3,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            out_hidden_size=hidden_size,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0, 1],
         ),
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads,
+            head_dim=head_dim,
+            max_position_embeddings=4096,
+            initializer_range=0.1,
+            pad_token_id=vocab["<|endoftext|>"],
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 5_000_000.0,
+                "mrope_interleaved": True,
+                "mrope_section": [head_dim // 4, head_dim // 8, head_dim // 8],
+            },
+        ),
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"],
     )
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = vocab["<|endoftext|>"]
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
     # Qwen3-VL's preprocessor: 16-px patches, mean = std = 0.5
-    image_processor = Qwen2VLImageProcessor(min_pixels=32 * 32 * 4, max_pixels=max_pixels, patch_size=16,
-                                            image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                 video_processor=Qwen3VLVideoProcessor(), chat_template=QWEN3_VL_CHAT_TEMPLATE)
+    image_processor = Qwen2VLImageProcessor(
+        min_pixels=32 * 32 * 4, max_pixels=max_pixels, patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(),
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
     return model, processor
 
 
@@ -356,8 +491,12 @@ def with_named_tokens(tokenizer, **named):
     """``tokenizer`` re-wrapped with named special tokens (e.g. ``start_image_token="<img>"``),
     readable as attributes and ``..._id`` as processors expect them."""
     return type(tokenizer)(
-        tokenizer_object=tokenizer.backend_tokenizer, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
-        unk_token=tokenizer.unk_token, pad_token=tokenizer.pad_token, extra_special_tokens=named,
+        tokenizer_object=tokenizer.backend_tokenizer,
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+        unk_token=tokenizer.unk_token,
+        pad_token=tokenizer.pad_token,
+        extra_special_tokens=named,
         model_input_names=["input_ids", "attention_mask"],
     )
 
@@ -402,34 +541,69 @@ def build_tiny_internvl(
 
     specials = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>")
     tokenizer = build_tokenizer(
-        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]), specials, bos=None, eos="<|im_end|>",
-        pad="<|endoftext|>", unk="<|endoftext|>")
-    tokenizer = with_named_tokens(tokenizer, start_image_token="<img>", end_image_token="</img>",
-                                  context_image_token="<IMG_CONTEXT>", video_token="<video>")
+        prompt_vocabulary([CHAT_WORDS, _multi_image_words()]),
+        specials,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        unk="<|endoftext|>",
+    )
+    tokenizer = with_named_tokens(
+        tokenizer,
+        start_image_token="<img>",
+        end_image_token="</img>",
+        context_image_token="<IMG_CONTEXT>",
+        video_token="<video>",
+    )
     vocab = tokenizer.get_vocab()
     tokens_per_tile = (tile_size // patch_size // 2) ** 2
     config = InternVLConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=[tile_size, tile_size], patch_size=[patch_size, patch_size]),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=[tile_size, tile_size],
+            patch_size=[patch_size, patch_size],
+        ),
         text_config=dict(
-            model_type="qwen2", vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-            max_position_embeddings=4096, initializer_range=0.1, pad_token_id=vocab["<|endoftext|>"],
+            model_type="qwen2",
+            vocab_size=len(vocab),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads,
+            max_position_embeddings=4096,
+            initializer_range=0.1,
+            pad_token_id=vocab["<|endoftext|>"],
             eos_token_id=vocab["<|im_end|>"],
         ),
-        image_token_id=vocab["<IMG_CONTEXT>"], image_seq_length=tokens_per_tile, downsample_ratio=0.5,
-        vision_feature_layer=-1, vision_feature_select_strategy="default",
+        image_token_id=vocab["<IMG_CONTEXT>"],
+        image_seq_length=tokens_per_tile,
+        downsample_ratio=0.5,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
     )
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = vocab["<|endoftext|>"]
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
-    image_processor = GotOcr2ImageProcessor(size={"height": tile_size, "width": tile_size}, crop_to_patches=True,
-                                            min_patches=1, max_patches=max_patches,
-                                            image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
-    processor = InternVLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                  video_processor=InternVLVideoProcessor(), image_seq_length=tokens_per_tile,
-                                  chat_template=INTERNVL_CHAT_TEMPLATE)
+    image_processor = GotOcr2ImageProcessor(
+        size={"height": tile_size, "width": tile_size},
+        crop_to_patches=True,
+        min_patches=1,
+        max_patches=max_patches,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    processor = InternVLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=InternVLVideoProcessor(),
+        image_seq_length=tokens_per_tile,
+        chat_template=INTERNVL_CHAT_TEMPLATE,
+    )
     return model, processor
 
 
@@ -472,33 +646,72 @@ def build_tiny_gemma3(
     except ImportError:
         pytest.skip("Gemma 3 is in transformers >= 4.50")
 
-    specials = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
-                "<end_of_image>", "<image_soft_token>")
-    tokenizer = build_tokenizer(prompt_vocabulary([CHAT_WORDS, GEMMA3_WORDS, _multi_image_words()]), specials,
-                                bos="<bos>", eos="<end_of_turn>", pad="<pad>", unk="<unk>")
-    tokenizer = with_named_tokens(tokenizer, boi_token="<start_of_image>", eoi_token="<end_of_image>",
-                                  image_token="<image_soft_token>")
+    specials = (
+        "<pad>",
+        "<eos>",
+        "<bos>",
+        "<unk>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<start_of_image>",
+        "<end_of_image>",
+        "<image_soft_token>",
+    )
+    tokenizer = build_tokenizer(
+        prompt_vocabulary([CHAT_WORDS, GEMMA3_WORDS, _multi_image_words()]),
+        specials,
+        bos="<bos>",
+        eos="<end_of_turn>",
+        pad="<pad>",
+        unk="<unk>",
+    )
+    tokenizer = with_named_tokens(
+        tokenizer, boi_token="<start_of_image>", eoi_token="<end_of_image>", image_token="<image_soft_token>"
+    )
     vocab = tokenizer.get_vocab()
     config = Gemma3Config(
-        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=patch_size),
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-            head_dim=hidden_size // num_heads, query_pre_attn_scalar=hidden_size // num_heads,
-            max_position_embeddings=4096, initializer_range=0.1, sliding_window=256,
-            layer_types=["sliding_attention"] * (num_layers - 1) + ["full_attention"],
-            pad_token_id=vocab["<pad>"], bos_token_id=vocab["<bos>"], eos_token_id=vocab["<end_of_turn>"],
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch_size,
         ),
-        mm_tokens_per_image=tokens_per_side**2, boi_token_index=vocab["<start_of_image>"],
-        eoi_token_index=vocab["<end_of_image>"], image_token_index=vocab["<image_soft_token>"],
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads,
+            head_dim=hidden_size // num_heads,
+            query_pre_attn_scalar=hidden_size // num_heads,
+            max_position_embeddings=4096,
+            initializer_range=0.1,
+            sliding_window=256,
+            layer_types=["sliding_attention"] * (num_layers - 1) + ["full_attention"],
+            pad_token_id=vocab["<pad>"],
+            bos_token_id=vocab["<bos>"],
+            eos_token_id=vocab["<end_of_turn>"],
+        ),
+        mm_tokens_per_image=tokens_per_side**2,
+        boi_token_index=vocab["<start_of_image>"],
+        eoi_token_index=vocab["<end_of_image>"],
+        image_token_index=vocab["<image_soft_token>"],
     )
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = vocab["<pad>"]
     model.generation_config.eos_token_id = vocab["<end_of_turn>"]
-    image_processor = Gemma3ImageProcessor(size={"height": image_size, "width": image_size},
-                                           image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                image_seq_length=tokens_per_side**2, chat_template=GEMMA3_CHAT_TEMPLATE)
+    image_processor = Gemma3ImageProcessor(
+        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor = Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_length=tokens_per_side**2,
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+    )
     return model, processor

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from model import IMAGE_SIZE, PATCH_SIZE
 from PIL import Image
 
 from focus_modules.adapters import LlavaAdapter
@@ -32,7 +33,6 @@ from focus_modules.synthetic.crops import context_crop_box
 from focus_modules.synthetic.heldout import TRAIN_SEED_TAG
 from focus_modules.synthetic.records import Box, boxes_intersect
 from focus_modules.synthetic.vstar import jpeg_round_trip
-from model import IMAGE_SIZE, PATCH_SIZE
 
 GRID = IMAGE_SIZE // PATCH_SIZE
 BACKGROUND_WORD = "background"
@@ -209,14 +209,17 @@ class SampleMaker:
         return views
 
     def existence(self, ts: TrainingScene, rng: np.random.Generator, positive: bool, tight: bool = False):
-        """"Is there a {colour} {shape} in the image?" on an ROI-sized crop (or, ``tight``, a crop
+        """ "Is there a {colour} {shape} in the image?" on an ROI-sized crop (or, ``tight``, a crop
         around an object) with / without it. Negatives name an object of the scene (or a random
         colour + shape) the crop misses."""
         scene = ts.scene
         obj = scene.objects[rng.integers(len(scene.objects))]
         if positive:
-            box = (context_crop_box([obj.box], scene.size, rng, TIGHT_CONTEXT, min_side=8) if tight
-                   else self.roi(obj.box, scene, rng))
+            box = (
+                context_crop_box([obj.box], scene.size, rng, TIGHT_CONTEXT, min_side=8)
+                if tight
+                else self.roi(obj.box, scene, rng)
+            )
             target = obj.name
         else:
             if rng.random() < 0.7:
@@ -230,8 +233,9 @@ class SampleMaker:
             others = [o for o in scene.objects if o.color != color]
             box = None
             if tight and others:
-                box = context_crop_box([others[rng.integers(len(others))].box], scene.size, rng, TIGHT_CONTEXT,
-                                       min_side=8)
+                box = context_crop_box(
+                    [others[rng.integers(len(others))].box], scene.size, rng, TIGHT_CONTEXT, min_side=8
+                )
                 box = None if any(boxes_intersect(box, a) for a in avoid) else box
             box = box or avoiding_roi(scene, avoid, rng, self.roi_cells)
             if box is None:
@@ -265,8 +269,9 @@ class SampleMaker:
         scene = ts.scene
         samples = []
         for question in scene.questions:
-            samples.append((self.adapter.encode_text(self.adapter.target_prompt(question.question)),
-                            step1_reply(question), None))
+            samples.append(
+                (self.adapter.encode_text(self.adapter.target_prompt(question.question)), step1_reply(question), None)
+            )
         for i in range(EXISTENCE_PER_ROUND):
             found = self.existence(ts, rng, positive=i % 2 == 0, tight=i >= EXISTENCE_PER_ROUND - 2)
             if found is not None:
@@ -276,8 +281,13 @@ class SampleMaker:
             samples.append(self.answer(ts, question, rng, options=False))
             box = context_crop_box(list(question.boxes), scene.size, rng, TIGHT_CONTEXT, min_side=8)
             view = self.view(ts, box)
-            samples.append((self.adapter.encode_answer(FinalView([view.image], "crop", [box]), question.question,
-                                                       None), question.answer, view.fractions))
+            samples.append(
+                (
+                    self.adapter.encode_answer(FinalView([view.image], "crop", [box]), question.question, None),
+                    question.answer,
+                    view.fractions,
+                )
+            )
         for question in scene.questions_of("spatial")[:1] + scene.questions_of("counting"):
             samples.append(self.answer(ts, question, rng, options=bool(rng.random() < 0.5)))
         whole = scene.questions[rng.integers(len(scene.questions))]
@@ -305,8 +315,12 @@ class SampleStream(torch.utils.data.IterableDataset):
             words = scene_class_words(ts.scene, tokenizer)
             if self.stage == "align":
                 for view in self.maker.alignment_views(ts, rng):
-                    yield {"pixel_values": self.adapter.pixel_values([view.image]), "fractions": view.fractions,
-                           "class_words": words, "scene": index}
+                    yield {
+                        "pixel_values": self.adapter.pixel_values([view.image]),
+                        "fractions": view.fractions,
+                        "class_words": words,
+                        "scene": index,
+                    }
             else:
                 # Rendering a scene costs more than a training step; two rounds of samples per
                 # scene (other crops, other questions' draws) keep the model, not the data, busy.
@@ -315,7 +329,13 @@ class SampleStream(torch.utils.data.IterableDataset):
                     reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"] + [eos]
                     ids = torch.cat([encoding.input_ids, torch.tensor(reply_ids)])
                     labels = torch.full_like(ids, -100)
-                    labels[-len(reply_ids):] = ids[-len(reply_ids):]
-                    yield {"input_ids": ids, "labels": labels, "pixel_values": encoding.model_inputs.get("pixel_values"),
-                           "fractions": fractions, "class_words": words, "scene": index}
+                    labels[-len(reply_ids) :] = ids[-len(reply_ids) :]
+                    yield {
+                        "input_ids": ids,
+                        "labels": labels,
+                        "pixel_values": encoding.model_inputs.get("pixel_values"),
+                        "fractions": fractions,
+                        "class_words": words,
+                        "scene": index,
+                    }
             index += 1

@@ -32,8 +32,13 @@ def vocabulary(extra_words: Iterable[str] = ()) -> list[str]:
         adapter_base.EXISTENCE_TEMPLATE,
         adapter_base.OPTIONS_INSTRUCTION,
         "USER ASSISTANT : ( ) , " + " ".join(adapter_base.OPTION_LETTERS),
-        ATTRIBUTE_TEMPLATE, COUNTING_TEMPLATE, SPATIAL_TEMPLATE,
-        " ".join(SHAPES), " ".join(PLURALS.values()), " ".join(COLORS), " ".join(MARK_COLORS),
+        ATTRIBUTE_TEMPLATE,
+        COUNTING_TEMPLATE,
+        SPATIAL_TEMPLATE,
+        " ".join(SHAPES),
+        " ".join(PLURALS.values()),
+        " ".join(COLORS),
+        " ".join(MARK_COLORS),
         "left right all Yes No mark background " + " ".join(str(n) for n in range(10)),
         " ".join(extra_words),
     ]
@@ -43,8 +48,6 @@ def vocabulary(extra_words: Iterable[str] = ()) -> list[str]:
             if word not in vocab:
                 vocab.append(word)
     return vocab
-
-
 
 
 def build_tiny_focus_llava(
@@ -64,25 +67,46 @@ def build_tiny_focus_llava(
         drawn from ``torch.manual_seed(seed)``, and its ``LlavaProcessor``.
     """
     import torch
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tokenizer = build_tokenizer(vocabulary())
     vocab = tokenizer.get_vocab()
     grid = IMAGE_SIZE // PATCH_SIZE
     vision = CLIPVisionConfig(
-        hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=vision_layers,
-        num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=vision_hidden,
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=vision_hidden,
     )
     text = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-        max_position_embeddings=1024, pad_token_id=vocab["<pad>"], bos_token_id=vocab["<s>"],
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=1024,
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=vocab["<s>"],
         eos_token_id=vocab["</s>"],
     )
     config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=vocab["<image>"], image_seq_length=grid * grid,
-        vision_feature_select_strategy="default", vision_feature_layer=-2,
+        vision_config=vision,
+        text_config=text,
+        image_token_index=vocab["<image>"],
+        image_seq_length=grid * grid,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
     )
     config.pad_token_id = vocab["<pad>"]
     torch.manual_seed(seed)
@@ -91,16 +115,18 @@ def build_tiny_focus_llava(
     model.generation_config.eos_token_id = vocab["</s>"]
     model.generation_config.bos_token_id = vocab["<s>"]
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
     )
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
     return model, processor
-
-
 
 
 def make_checkpoint_portable(folder: str | Path) -> None:
@@ -122,8 +148,11 @@ def make_checkpoint_portable(folder: str | Path) -> None:
     state = load_file(weights)
     prefix = "vision_tower."
     renamed = {
-        (prefix + "vision_model." + k[len(prefix):] if k.startswith(prefix) and not k.startswith(prefix + "vision_model.")
-         else k): v
+        (
+            prefix + "vision_model." + k[len(prefix) :]
+            if k.startswith(prefix) and not k.startswith(prefix + "vision_model.")
+            else k
+        ): v
         for k, v in state.items()
     }
     save_file(renamed, weights, metadata={"format": "pt"})

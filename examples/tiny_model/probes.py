@@ -50,7 +50,9 @@ def probe(model, adapter, config, scenes: int, layer_ranges) -> dict[str, list[b
         scene = ts.scene
         rng = scene_rng((VALIDATION_SEED_TAG + 3, 0, i))
         for question in scene.questions_of("attribute")[:2] + scene.questions_of("spatial")[:1]:
-            reply = adapter.generate(adapter.collate([adapter.encode_text(adapter.target_prompt(question.question))]), 16)[0]
+            reply = adapter.generate(
+                adapter.collate([adapter.encode_text(adapter.target_prompt(question.question))]), 16
+            )[0]
             named, _ = target_text.normalize_targets(target_text.parse_targets(reply, question.question))
             add("step1_exact", named == list(question.target_object))
         for positive in (True, False):
@@ -75,9 +77,13 @@ def probe(model, adapter, config, scenes: int, layer_ranges) -> dict[str, list[b
             target = question.boxes[0]
             grown = (target[0] - cell, target[1] - cell, target[2] + cell, target[3] + cell)
             for a, b in layer_ranges:
-                m = relevance_map(values[:, a:b], (enc.target_positions + offset)[None],
-                                  (enc.visual_positions + offset)[None], torch.tensor([enc.grid_hw]),
-                                  batch.inputs["attention_mask"])[0]
+                m = relevance_map(
+                    values[:, a:b],
+                    (enc.target_positions + offset)[None],
+                    (enc.visual_positions + offset)[None],
+                    torch.tensor([enc.grid_hw]),
+                    batch.inputs["attention_mask"],
+                )[0]
                 row, col = divmod(int(m.flatten().argmax()), w)
                 top = (ox + col * cell, oy + row * cell, ox + (col + 1) * cell, oy + (row + 1) * cell)
                 add(f"map_hit_layers_{a}_{b}", boxes_intersect(top, grown))
@@ -95,7 +101,9 @@ def main(argv=None) -> None:
     model, processor = load_tiny_focus_llava(args.model)
     adapter = LlavaAdapter(model, processor)
     n = adapter.num_layers()
-    ranges = list(itertools.combinations(range(n + 1), 2)) if args.all_layer_ranges else [(0, n), (1, 4), (3, n), (0, 2)]
+    ranges = (
+        list(itertools.combinations(range(n + 1), 2)) if args.all_layer_ranges else [(0, n), (1, 4), (3, n), (0, 2)]
+    )
     with torch.no_grad():
         results = probe(model, adapter, tiny_focus_config(path=args.model), args.scenes, ranges)
     print(json.dumps({k: [round(float(np.mean(v)), 3), len(v)] for k, v in results.items()}, indent=1))

@@ -109,9 +109,9 @@ def alignment_loss(projected: torch.Tensor, fractions: torch.Tensor, class_words
         embeddings: ``[vocab, D]`` input word embeddings (detached here).
     """
     table = embeddings.detach()
-    words = torch.stack([
-        torch.stack([table[ids].sum(0) for ids in sample]) for sample in class_words
-    ])  # [B, NUM_CLASSES, D]
+    words = torch.stack(
+        [torch.stack([table[ids].sum(0) for ids in sample]) for sample in class_words]
+    )  # [B, NUM_CLASSES, D]
     weights = presence_weights(fractions)
     target = weights @ words
     # Patches that show something weigh OBJECT_PATCH_WEIGHT times a background patch: in the
@@ -177,8 +177,10 @@ def train(args) -> dict:
     while step < total:
         stage = "align" if step < args.align_steps else "instruct"
         loader = torch.utils.data.DataLoader(
-            SampleStream(adapter, config, args.seed, next_scene, stage), batch_size=None,
-            num_workers=args.workers, prefetch_factor=32 if args.workers else None,
+            SampleStream(adapter, config, args.seed, next_scene, stage),
+            batch_size=None,
+            num_workers=args.workers,
+            prefetch_factor=32 if args.workers else None,
         )
         size = args.align_batch_size if stage == "align" else args.batch_size
         for batch in batches(iter(loader), size, adapter.pad_token_id):
@@ -208,13 +210,24 @@ def train(args) -> dict:
             next_scene = batch["scene"] + 1
             bar.update(1)
             if step % 10 == 0:
-                bar.set_postfix(stage=stage, loss=f"{np.mean(log['loss'][-50:]):.3f}",
-                                align=f"{np.mean(log['align'][-50:]):.3f}" if log["align"] else "-")
+                bar.set_postfix(
+                    stage=stage,
+                    loss=f"{np.mean(log['loss'][-50:]):.3f}",
+                    align=f"{np.mean(log['align'][-50:]):.3f}" if log["align"] else "-",
+                )
             out_of_time = args.minutes is not None and time.time() - start > args.minutes * 60
             if step % args.save_every == 0 or step == total or step == args.align_steps or out_of_time:
                 save(model, processor, args.out / f"step_{step}", args.out / SETTINGS_FILE)
-                torch.save({"model": model.state_dict(), "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                            "step": step, "next_scene": next_scene, "log": log}, state_path)
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                        "step": step,
+                        "next_scene": next_scene,
+                        "log": log,
+                    },
+                    state_path,
+                )
             if step == args.align_steps or step >= total or out_of_time:
                 break
         if out_of_time:
@@ -222,11 +235,20 @@ def train(args) -> dict:
     bar.close()
     save(model, processor, args.out, args.out / SETTINGS_FILE)
     summary = {
-        "steps": step, "align_steps": args.align_steps, "instruct_steps": args.steps, "batch_size": args.batch_size,
-        "align_batch_size": args.align_batch_size, "lr": args.lr, "align_lr": args.align_lr,
-        "align_weight": args.align_weight, "seed": args.seed, "threads": args.threads, "scenes": next_scene,
+        "steps": step,
+        "align_steps": args.align_steps,
+        "instruct_steps": args.steps,
+        "batch_size": args.batch_size,
+        "align_batch_size": args.align_batch_size,
+        "lr": args.lr,
+        "align_lr": args.align_lr,
+        "align_weight": args.align_weight,
+        "seed": args.seed,
+        "threads": args.threads,
+        "scenes": next_scene,
         "minutes_this_run": round((time.time() - start) / 60, 2),
-        "loss_last_50": float(np.mean(log["loss"][-50:])), "align_last_50": float(np.mean(log["align"][-50:])),
+        "loss_last_50": float(np.mean(log["loss"][-50:])),
+        "align_last_50": float(np.mean(log["align"][-50:])),
         "torch": torch.__version__,
     }
     (args.out / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -262,12 +284,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-every", type=int, default=250, help="save step_N/ and state.pt every N steps")
     parser.add_argument("--minutes", type=float, default=None, help="stop (resumably) after this wall time")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
-    parser.add_argument("--focus-config", type=Path, default=SHIPPED_CHECKPOINT / SETTINGS_FILE,
-                        help=f"the run's FOCUS settings ({SETTINGS_FILE}: layers, ROI sides), copied into every "
-                             "checkpoint; default: the shipped checkpoint's")
-    parser.add_argument("--init", type=Path, default=None,
-                        help="start from this checkpoint's weights (a step_N/ folder of an earlier run; same "
-                             "vocabulary), with fresh optimisers and schedules")
+    parser.add_argument(
+        "--focus-config",
+        type=Path,
+        default=SHIPPED_CHECKPOINT / SETTINGS_FILE,
+        help=f"the run's FOCUS settings ({SETTINGS_FILE}: layers, ROI sides), copied into every "
+        "checkpoint; default: the shipped checkpoint's",
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this checkpoint's weights (a step_N/ folder of an earlier run; same "
+        "vocabulary), with fresh optimisers and schedules",
+    )
     args = parser.parse_args(argv)
     print(json.dumps(train(args)))
 

@@ -114,8 +114,9 @@ def resolve_device(device: str) -> str:
     if parsed.type != "cuda":
         raise ValueError(f"--device {device!r}: only cpu and cuda devices are supported")
     if not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); "
-                         "use --device cpu")
+        raise ValueError(
+            f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu"
+        )
     index = parsed.index
     if index is None:
         index = local_rank() if rank_and_world()[1] > 1 else torch.cuda.current_device()
@@ -145,8 +146,10 @@ def checkpoint_adapter(model_id: str):
     path = Path(model_id).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"--model {model_id}: {path} holds no config.json; expected a model folder "
-                                    "written by save_pretrained, or a hub id")
+            raise FileNotFoundError(
+                f"--model {model_id}: {path} holds no config.json; expected a model folder "
+                "written by save_pretrained, or a hub id"
+            )
     elif model_id.startswith((".", "/", "~")) or str(path.parent) not in (".", "") and path.parent.exists():
         raise FileNotFoundError(f"--model {model_id}: no such folder")
     config = AutoConfig.from_pretrained(model_id)
@@ -167,8 +170,9 @@ def rank_gpus(local_rank: int, local_world: int, device_count: int) -> list[int]
     parallel across ranks)."""
     share = device_count // local_world
     if share < 1:
-        raise ValueError(f"--device-map auto with {local_world} ranks per node needs at least as many GPUs, "
-                         f"found {device_count}")
+        raise ValueError(
+            f"--device-map auto with {local_world} ranks per node needs at least as many GPUs, found {device_count}"
+        )
     return list(range(local_rank * share, (local_rank + 1) * share))
 
 
@@ -189,8 +193,13 @@ def device_map_kwargs(device_map: str) -> dict:
     return {"device_map": "auto", "max_memory": {gpu: torch.cuda.mem_get_info(gpu)[0] for gpu in gpus}}
 
 
-def load_model(model_id: str, dtype: str = "auto", device: str = "auto", attn_implementation: str = "sdpa",
-               device_map: str | None = None):
+def load_model(
+    model_id: str,
+    dtype: str = "auto",
+    device: str = "auto",
+    attn_implementation: str = "sdpa",
+    device_map: str | None = None,
+):
     """Load an image-text-to-text model and its processor from a local folder or a hub id.
 
     A local folder needs no network. ``flash_attention_2`` needs the ``flash-attn`` package
@@ -221,13 +230,22 @@ def load_model(model_id: str, dtype: str = "auto", device: str = "auto", attn_im
     # transformers 4.56 renamed `torch_dtype` to `dtype`.
     dtype_kwarg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
     model = AutoModelForImageTextToText.from_pretrained(
-        model_id, attn_implementation=attn_implementation, **{dtype_kwarg: torch_dtype}, **placement)
+        model_id, attn_implementation=attn_implementation, **{dtype_kwarg: torch_dtype}, **placement
+    )
     processor = AutoProcessor.from_pretrained(model_id)
     return (model if device is None else model.to(device)).eval(), processor
 
 
-def build_answerer(model_id: str, dtype: str, device: str, attn_implementation: str, dataset: str | None,
-                   n_steps: int | None, overrides: dict[str, Any], device_map: str | None = None):
+def build_answerer(
+    model_id: str,
+    dtype: str,
+    device: str,
+    attn_implementation: str,
+    dataset: str | None,
+    n_steps: int | None,
+    overrides: dict[str, Any],
+    device_map: str | None = None,
+):
     """Check the settings, then load the model and wrap it: returns ``(FocusWrapper, FocusConfig)``.
 
     The configuration is the family's Table 7 preset fitted to the model's depth, then the
@@ -243,7 +261,8 @@ def build_answerer(model_id: str, dtype: str, device: str, attn_implementation: 
     explicit = {**overrides, **({} if n_steps is None else {"n_steps": n_steps})}
     settings = {**read_model_settings(model_id), **explicit}
     draft = dataclasses.replace(
-        FocusConfig.preset(adapter_cls.family, dataset=dataset, n_steps=settings.get("n_steps", 8)), **settings)
+        FocusConfig.preset(adapter_cls.family, dataset=dataset, n_steps=settings.get("n_steps", 8)), **settings
+    )
     depth = getattr(checkpoint_config.get_text_config(), "num_hidden_layers", None)
     if "layers" in settings and depth is not None:
         draft.check_layers(depth)
@@ -277,17 +296,34 @@ _positive_int = _int_at_least(1)
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="local model folder or hub id")
     parser.add_argument("--method", choices=METHODS, default="focus", help="FOCUS or the plain model (default focus)")
-    parser.add_argument("--n-steps", type=_non_negative_int, default=None,
-                        help="ROIs verified per target (Table 7; default: the model folder's focus_config.json, else 8)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a FocusConfig field, e.g. --set layers=2,6 --set k=15 (repeatable)")
+    parser.add_argument(
+        "--n-steps",
+        type=_non_negative_int,
+        default=None,
+        help="ROIs verified per target (Table 7; default: the model folder's focus_config.json, else 8)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a FocusConfig field, e.g. --set layers=2,6 --set k=15 (repeatable)",
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--attn-implementation", choices=ATTN_IMPLEMENTATIONS, default="sdpa",
-                        help="attention kernel (default sdpa; flash_attention_2 needs flash-attn)")
-    parser.add_argument("--device-map", default=None,
-                        help="'auto': spread a model too large for one GPU over the GPUs (accelerate; under "
-                             "torchrun, over each rank's share of them); replaces --device")
+    parser.add_argument(
+        "--attn-implementation",
+        choices=ATTN_IMPLEMENTATIONS,
+        default="sdpa",
+        help="attention kernel (default sdpa; flash_attention_2 needs flash-attn)",
+    )
+    parser.add_argument(
+        "--device-map",
+        default=None,
+        help="'auto': spread a model too large for one GPU over the GPUs (accelerate; under "
+        "torchrun, over each rank's share of them); replaces --device",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,8 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="answer one question about one image")
     ask.add_argument("image", help="image file")
     ask.add_argument("question", help="the question")
-    ask.add_argument("--option", dest="options", action="append", default=None, metavar="TEXT",
-                     help="a multiple-choice option (repeat; shown as (A), (B), ...)")
+    ask.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="a multiple-choice option (repeat; shown as (A), (B), ...)",
+    )
     _add_model_arguments(ask)
     ask.add_argument("--viz", type=Path, metavar="OUT.png", help="write the image, the ROIs and the relevance maps")
     ask.add_argument("--json", action="store_true", help="print the targets, ROIs, FPs and timings as JSON")
@@ -309,23 +351,47 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", choices=DATASETS, required=True)
     ev.add_argument("--data", type=Path, required=True, help="benchmark folder or file (layouts: README)")
     ev.add_argument("--limit", type=_positive_int, help="only the first N questions")
-    ev.add_argument("--protocol", choices=PROTOCOLS, default="paper",
-                    help="prompt and option order: the paper's (A.2: the model's own option lines, strict letter "
-                         "match; default) or lmms-eval's per-dataset prompt; both extractions are always reported")
-    ev.add_argument("--answer-scheme", choices=ANSWER_SCHEMES, default="generate",
-                    help="generate the option letter (default, the paper's results) or logits matching "
-                         "(C.5: one prompt per option, the likeliest option text wins)")
-    ev.add_argument("--out", type=Path, required=True, metavar="RESULTS.jsonl",
-                    help="one JSON line per question; rerun with the same file to resume")
-    ev.add_argument("--overwrite", action="store_true",
-                    help="delete --out (and its summary) first and answer every question again, instead of resuming")
-    ev.add_argument("--summary", type=Path, metavar="SUMMARY.json",
-                    help="metrics + config (default: RESULTS.summary.json beside --out)")
+    ev.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="paper",
+        help="prompt and option order: the paper's (A.2: the model's own option lines, strict letter "
+        "match; default) or lmms-eval's per-dataset prompt; both extractions are always reported",
+    )
+    ev.add_argument(
+        "--answer-scheme",
+        choices=ANSWER_SCHEMES,
+        default="generate",
+        help="generate the option letter (default, the paper's results) or logits matching "
+        "(C.5: one prompt per option, the likeliest option text wins)",
+    )
+    ev.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="RESULTS.jsonl",
+        help="one JSON line per question; rerun with the same file to resume",
+    )
+    ev.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete --out (and its summary) first and answer every question again, instead of resuming",
+    )
+    ev.add_argument(
+        "--summary",
+        type=Path,
+        metavar="SUMMARY.json",
+        help="metrics + config (default: RESULTS.summary.json beside --out)",
+    )
     ev.add_argument("--batch-size", type=_positive_int, default=1, help="questions per model call (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="seed of V*Bench's option order (default 0)")
-    ev.add_argument("--categories", type=_categories, metavar="all|FOLDER[,FOLDER...]",
-                    help="V*Bench folders to read (default direct_attributes,relative_position: the "
-                         "benchmark's 191 questions; 'all' reads every folder, e.g. the synthetic set's counting/)")
+    ev.add_argument(
+        "--categories",
+        type=_categories,
+        metavar="all|FOLDER[,FOLDER...]",
+        help="V*Bench folders to read (default direct_attributes,relative_position: the "
+        "benchmark's 191 questions; 'all' reads every folder, e.g. the synthetic set's counting/)",
+    )
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     ev.set_defaults(run=cmd_eval)
 
@@ -348,8 +414,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
         raise ValueError(f"--option must not be empty, got {args.options}")
     overrides = parse_overrides(args.overrides)
     image = load_image_file(args.image)
-    answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, None,
-                                      args.n_steps, overrides, args.device_map)
+    answerer, config = build_answerer(
+        args.model, args.dtype, args.device, args.attn_implementation, None, args.n_steps, overrides, args.device_map
+    )
     options = [args.options] if args.options else None
     (result,) = answerer.answer([image], [args.question], options=options, method=args.method)
     notes = list(getattr(result, "notes", []))
@@ -365,16 +432,21 @@ def cmd_ask(args: argparse.Namespace) -> int:
         args.viz.parent.mkdir(parents=True, exist_ok=True)
         render_result(image, result, map_extents=result.map_extents).save(args.viz)
     if args.json:
-        print(json.dumps({
-            "answer": result.answer,
-            "targets": list(result.targets),
-            "question_type": result.question_type,
-            "rois": rois,
-            "forward_passes": dict(result.forward_passes),
-            "timings": dict(result.timings),
-            "notes": notes,
-            "config": config_dict(config),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "answer": result.answer,
+                    "targets": list(result.targets),
+                    "question_type": result.question_type,
+                    "rois": rois,
+                    "forward_passes": dict(result.forward_passes),
+                    "timings": dict(result.timings),
+                    "notes": notes,
+                    "config": config_dict(config),
+                },
+                indent=2,
+            )
+        )
     else:
         print(result.answer)
     return 0
@@ -397,19 +469,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--answer-scheme logits is the paper's scheme (C.5): use it with --protocol paper")
     overrides = parse_overrides(args.overrides)
     questions = load_dataset(args.dataset, args.data, seed=args.seed, categories=args.categories)[: args.limit]
-    answerer, config = build_answerer(args.model, args.dtype, args.device, args.attn_implementation, args.dataset,
-                                      args.n_steps, overrides, args.device_map)
+    answerer, config = build_answerer(
+        args.model,
+        args.dtype,
+        args.device,
+        args.attn_implementation,
+        args.dataset,
+        args.n_steps,
+        overrides,
+        args.device_map,
+    )
     # what determines the answers (a rerun that differs is refused) vs. facts of this run only
-    identity = {"model": args.model, "model_fingerprint": model_fingerprint(getattr(answerer, "model", None)),
-                "data": file_fingerprint(args.data), "dtype": args.dtype}
+    identity = {
+        "model": args.model,
+        "model_fingerprint": model_fingerprint(getattr(answerer, "model", None)),
+        "data": file_fingerprint(args.data),
+        "dtype": args.dtype,
+    }
     if args.dataset == "vstar":
         identity["option_seed"] = args.seed
-    info = {"data_path": str(args.data), "device": args.device, "attn_implementation": args.attn_implementation,
-            "categories": args.categories, "limit": args.limit}
-    summary = run_eval(questions, answerer, args.out, dataset=args.dataset, method=args.method, config=config,
-                       protocol=args.protocol, answer_scheme=args.answer_scheme, batch_size=args.batch_size,
-                       summary=args.summary, info=info, identity=identity,
-                       overwrite=args.overwrite, progress=args.progress, prompt_of=answerer.adapter.answer_prompt)
+    info = {
+        "data_path": str(args.data),
+        "device": args.device,
+        "attn_implementation": args.attn_implementation,
+        "categories": args.categories,
+        "limit": args.limit,
+    }
+    summary = run_eval(
+        questions,
+        answerer,
+        args.out,
+        dataset=args.dataset,
+        method=args.method,
+        config=config,
+        protocol=args.protocol,
+        answer_scheme=args.answer_scheme,
+        batch_size=args.batch_size,
+        summary=args.summary,
+        info=info,
+        identity=identity,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        prompt_of=answerer.adapter.answer_prompt,
+    )
     if summary is not None:
         print(format_summary(summary))
     return 0
@@ -430,18 +532,27 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{pct(summary['accuracy_lmms_eval'])}) on {summary['n']} of {summary['n_questions']} questions, "
         f"{summary['errors']} errors",
         "  " + ", ".join(f"{name} {pct(v['accuracy'])}" for name, v in summary["per_category"].items()),
-        *("  " + ", ".join(f"{value} {pct(v['accuracy'])}" for value, v in values.items())
-          for name, values in summary["per_group"].items() if name != "cycle"),
+        *(
+            "  " + ", ".join(f"{value} {pct(v['accuracy'])}" for value, v in values.items())
+            for name, values in summary["per_group"].items()
+            if name != "cycle"
+        ),
     ]
     cycles = summary.get("cycle_mean")
     if cycles:
-        lines.append(f"  mean over {cycles['n_cycles']} cycle categories: {pct(cycles['accuracy'])} ("
-                     + ", ".join(f"{name} {pct(v['accuracy'])}" for name, v in cycles["per_category"].items()) + ")")
+        lines.append(
+            f"  mean over {cycles['n_cycles']} cycle categories: {pct(cycles['accuracy'])} ("
+            + ", ".join(f"{name} {pct(v['accuracy'])}" for name, v in cycles["per_category"].items())
+            + ")"
+        )
     search = f"  search FPs {num(summary['fp_search_mean'])}/question"
     if summary["fp_search_unshared_mean"] != summary["fp_search_mean"]:
         search += f" spent ({num(summary['fp_search_unshared_mean'])} per question's own search)"
-    lines.append(search + f", {num(summary['seconds_mean'], ' s')}/question"
-                 + (f", peak GPU memory {summary['peak_gpu_memory_gb']:.2f} GiB" if summary["peak_gpu_memory_gb"] else ""))
+    lines.append(
+        search
+        + f", {num(summary['seconds_mean'], ' s')}/question"
+        + (f", peak GPU memory {summary['peak_gpu_memory_gb']:.2f} GiB" if summary["peak_gpu_memory_gb"] else "")
+    )
     if summary.get("roi_recall") is not None:
         lines.append(f"  ROI recall {pct(summary['roi_recall'])}, top-ROI recall {pct(summary['top_roi_recall'])}")
     return "\n".join(lines)

@@ -13,8 +13,14 @@ FAMILIES = ("llava-1.5", "llava-onevision", "qwen2.5-vl", "qwen3-vl", "internvl"
 DATASETS = ("vstar", "hrbench", "mme-rw-lite")
 N_STEPS_IN_PAPER = (1, 2, 3, 4, 6, 8)
 # Decoder layers of each family's preset, for its reference model (adapters rescale to other depths).
-PRESET_LAYERS = {"llava-1.5": (14, 32), "llava-onevision": (21, 28), "qwen2.5-vl": (14, 28), "qwen3-vl": (18, 36),
-                 "internvl": (14, 28), "gemma3": (17, 34)}
+PRESET_LAYERS = {
+    "llava-1.5": (14, 32),
+    "llava-onevision": (21, 28),
+    "qwen2.5-vl": (14, 28),
+    "qwen3-vl": (18, 36),
+    "internvl": (14, 28),
+    "gemma3": (17, 34),
+}
 # Families whose map is one fixed-size global view (LLaVA-1.5's proposal settings, no smoothing).
 GLOBAL_VIEW_FAMILIES = ("llava-1.5", "gemma3")
 # What a question is answered with: FOCUS, or the plain model on the whole image.

@@ -5,8 +5,9 @@ so every install draws the same pixels; no image file is needed), stored and dec
 the benchmark's images are. The model is the tiny LLaVA-1.5 trained on synthetic small-object
 VQA that ships inside the package (``focus_modules/assets/tiny-focus-llava``, see its model
 card). One scene proves nothing either way: the held-out benchmark's measured rates, printed
-beside it, are the evidence, and the command that reproduces them is printed too. The picture ``focus_demo.png`` shows the image with the chosen
-ROIs and each target's relevance map as a heat map.
+beside it, are the evidence, and the command that reproduces them is printed too. The picture
+``focus_demo.png`` shows the image with the chosen ROIs and each target's relevance map as a
+heat map.
 """
 
 from __future__ import annotations
@@ -31,19 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("focus_demo.png"), help="picture to write")
     parser.add_argument("--scene", type=int, default=DEMO_SCENE, help=f"another demo scene (default {DEMO_SCENE})")
-    parser.add_argument("--family", choices=("attribute", "spatial", "counting"), default="attribute",
-                        help="question family (default attribute)")
+    parser.add_argument(
+        "--family",
+        choices=("attribute", "spatial", "counting"),
+        default="attribute",
+        help="question family (default attribute)",
+    )
     parser.add_argument("--n-steps", type=int, default=2, help="ROIs verified per target (default 2)")
     parser.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the shipped one)")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image
 
+    from focus_modules.adapters.base import OPTION_LETTERS
     from focus_modules.eval.viz import render_result
     from focus_modules.synthetic import make_scene, scene_rng
-    from focus_modules.adapters.base import OPTION_LETTERS
     from focus_modules.synthetic.heldout import DEMO_SEED_TAG
     from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, load_tiny_focus_llava, tiny_focus_config
     from focus_modules.synthetic.vstar import jpeg_round_trip
@@ -67,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
     config = tiny_focus_config(args.n_steps, checkpoint)
     wrapper = FocusWrapper(model, processor, config)
     width, height = scene.size
-    print(f"Image: synthetic scene {args.scene}, {width}x{height} px (objects of 28-52 px, each with a small "
-          "centred mark of about one model pixel in the whole-image view)")
+    print(
+        f"Image: synthetic scene {args.scene}, {width}x{height} px (objects of 28-52 px, each with a small "
+        "centred mark of about one model pixel in the whole-image view)"
+    )
     print(f"Question: {question.question}")
     for letter, option in zip(OPTION_LETTERS, options):
         print(f"  ({letter}) {option}" + ("   <- correct" if letter == correct else ""))

@@ -121,7 +121,7 @@ def capture_existence_values(
         if "values" not in out:
             out["values"] = values.new_zeros((len(encodings), values.shape[0], seq_len, values.shape[-1]))
         begin = offsets[prompt] + start
-        out["values"][prompt, :, begin:begin + values.shape[1]] = values
+        out["values"][prompt, :, begin : begin + values.shape[1]] = values
 
     full = [p for p, o in enumerate(owners) if o not in prefix_of]
     if full:
@@ -129,7 +129,7 @@ def capture_existence_values(
         adapter.last_logits(batch)
         raw = capture.raw_values
         for row, p in enumerate(full):
-            store(p, 0, raw[row, :, batch.offsets[row]:])
+            store(p, 0, raw[row, :, batch.offsets[row] :])
             passes[owners[p]] += 1
             tokens[owners[p]] += lengths[p]
     shared = [q for q in questions if q in prefix_of]
@@ -158,10 +158,13 @@ def _prefix_and_suffixes(adapter, capture, encodings, shared, prompts_of, prefix
     prefixes = []
     for q in shared:
         first, length = encodings[prompts_of[q][0]], prefix_of[q]
-        prefixes.append(dataclasses.replace(
-            first, input_ids=first.input_ids[:length],
-            token_inputs={k: v[:length] for k, v in first.token_inputs.items()},
-        ))
+        prefixes.append(
+            dataclasses.replace(
+                first,
+                input_ids=first.input_ids[:length],
+                token_inputs={k: v[:length] for k, v in first.token_inputs.items()},
+            )
+        )
     prefix_batch = adapter.collate(prefixes)
     cache = DynamicCache()
     adapter.forward_on_cache(prefix_batch.inputs, cache)
@@ -169,12 +172,12 @@ def _prefix_and_suffixes(adapter, capture, encodings, shared, prompts_of, prefix
     rows, suffix_prompts = [], []
     for row, q in enumerate(shared):
         for p in prompts_of[q]:
-            store(p, 0, raw[row, :, prefix_batch.offsets[row]:])
+            store(p, 0, raw[row, :, prefix_batch.offsets[row] :])
             rows.append(row)
             suffix_prompts.append(p)
     # Suffixes are right-padded: under the causal mask padding at the end changes nothing
     # before it, and the real tokens keep consecutive positions after the prefix.
-    suffixes = [encodings[p].input_ids[prefix_of[shared[row]]:] for row, p in zip(rows, suffix_prompts)]
+    suffixes = [encodings[p].input_ids[prefix_of[shared[row]] :] for row, p in zip(rows, suffix_prompts)]
     width = adapter.bucketed(max(s.numel() for s in suffixes))
     ids = torch.full((len(suffixes), width), adapter.pad_token_id, dtype=torch.long)
     suffix_mask = torch.zeros((len(suffixes), width), dtype=torch.long)

@@ -40,18 +40,22 @@ MAX_TARGETS = 4
 # Words that start a noun phrase in the keyword fallback.
 DETERMINERS = frozenset({"the", "a", "an", "any", "this", "that", "these", "those", "all", "each", "every"})
 # Words that end a noun phrase: prepositions, verbs, conjunctions, question words.
-PHRASE_ENDS = frozenset("""
+PHRASE_ENDS = frozenset(
+    """
 of to in on at by for from with without near next behind under above below over beside
 between among into onto than and or but is are was were be been being do does did can could
 has have had will would should which what who whose where when how why that this there it
 its their his her left right side top bottom front back
-""".split())
+""".split()
+)
 # Heads of phrases that name a property or a place, not an object.
-NOT_OBJECTS = frozenset("""
+NOT_OBJECTS = frozenset(
+    """
 color colour colors position positions location side shape material size number image picture
 photo photograph scene kind type letter letters word words text brand direction relative
 left right top bottom middle center centre front back option options answer
-""".split())
+""".split()
+)
 
 
 def target_prompt(question: str) -> str:
@@ -110,7 +114,7 @@ def parse_targets(reply: str, question: str) -> list[str]:
     """
     line = next((ln.strip() for ln in reply.splitlines() if ln.strip()), "")
     if line.lower().startswith(OBJECTS_PREFIX.lower()):
-        line = line[len(OBJECTS_PREFIX):]
+        line = line[len(OBJECTS_PREFIX) :]
     question_words = {_stem(w) for w in WORD.findall(question.lower())}
     targets = []
     for part in re.split(r"[,;]", line):
@@ -157,7 +161,7 @@ def keyword_targets(question: str) -> list[str]:
         words = WORD.findall(clause)
         for i, word in enumerate(words):
             if word.lower() in DETERMINERS:
-                phrase = _phrase(words[i + 1:])
+                phrase = _phrase(words[i + 1 :])
                 if phrase and phrase.lower() not in (t.lower() for t in targets):
                     targets.append(phrase)
     return targets[:MAX_TARGETS]

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from focus_modules import targets as target_text
 from focus_modules.adapters import ModelAdapter, Selection, adapter_for
-from focus_modules.adapters.base import Batch, Encoding, FinalView, OPTION_LETTERS
+from focus_modules.adapters.base import OPTION_LETTERS, Batch, Encoding, FinalView
 from focus_modules.adapters.views import Box, clip_box, crop, load_rgb
 from focus_modules.config import ANSWER_SCHEMES, METHODS, FocusConfig
 from focus_modules.modules.existence import ExistenceScorer
@@ -336,7 +336,7 @@ class FocusWrapper:
         """Consecutive groups of about ``step`` questions; questions sharing a search key go
         into the group of the first of them (a group may then hold more than ``step``)."""
         if search_keys is None:
-            return [jobs[i:i + step] for i in range(0, len(jobs), step)]
+            return [jobs[i : i + step] for i in range(0, len(jobs), step)]
         if isinstance(search_keys, str) or len(search_keys) != len(jobs):
             raise ValueError(f"search_keys must be None or a list with one entry per question ({len(jobs)})")
         units: dict[object, list[_Job]] = {}
@@ -344,8 +344,10 @@ class FocusWrapper:
             job.search_key = key
             unit = units.setdefault(("key", key) if key is not None else ("job", job.index), [])
             if unit and (unit[0].question, unit[0].given_targets) != (job.question, job.given_targets):
-                raise ValueError(f"questions {unit[0].index} and {job.index} share search key {key!r} but not "
-                                 "their question and targets; a search can only be shared by the same question")
+                raise ValueError(
+                    f"questions {unit[0].index} and {job.index} share search key {key!r} but not "
+                    "their question and targets; a search can only be shared by the same question"
+                )
             unit.append(job)
         groups: list[list[_Job]] = []
         for unit in units.values():
@@ -371,8 +373,11 @@ class FocusWrapper:
     def _reuse_search(job: _Job, leader: _Job) -> None:
         """Steps I-V of ``leader`` as ``job``'s own (copies of its ROIs); no passes spent."""
         mine, theirs = job.result, leader.result
-        mine.targets, mine.question_type, mine.target_source = list(theirs.targets), theirs.question_type, \
-            theirs.target_source
+        mine.targets, mine.question_type, mine.target_source = (
+            list(theirs.targets),
+            theirs.question_type,
+            theirs.target_source,
+        )
         mine.rois = [[Roi(roi.box, roi.relevance, roi.confidence) for roi in rois] for rois in theirs.rois]
         mine.relevance_maps, mine.map_extents = list(theirs.relevance_maps), list(theirs.map_extents)
         mine.search_reused_from = leader.index
@@ -440,15 +445,18 @@ class FocusWrapper:
     def _relevance(self, jobs: list[_Job]) -> None:
         start = time.perf_counter()
         pairs = [(job, t) for job in jobs for t in range(len(job.result.targets))]
-        encodings = [enc for job in jobs for enc in self.adapter.encode_existence_targets(job.image, job.result.targets)]
+        encodings = [
+            enc for job in jobs for enc in self.adapter.encode_existence_targets(job.image, job.result.targets)
+        ]
         with self.capture as capture:
-            captured = capture_existence_values(self.adapter, capture, encodings, [id(job) for job, _ in pairs],
-                                                reuse_prefix=self.reuse_prefix)
+            captured = capture_existence_values(
+                self.adapter, capture, encodings, [id(job) for job, _ in pairs], reuse_prefix=self.reuse_prefix
+            )
         values = captured.values
         target_idx, visual_idx, grid_hw, valid = self._map_indices(encodings, captured.offsets, values.device)
         maps = self.relevance(values, target_idx, visual_idx, grid_hw, captured.attention_mask)
         rois = self.proposer(maps, grid_hw, valid_mask=valid)
-        for p, ((job, t), enc) in enumerate(zip(pairs, encodings)):
+        for p, ((job, _), enc) in enumerate(zip(pairs, encodings)):
             h, w = enc.grid_hw
             job.result.relevance_maps.append(maps[p, :h, :w].float().cpu())
             origin, cell = enc.geometry.origin, enc.geometry.cell_size
@@ -497,7 +505,8 @@ class FocusWrapper:
             while True:
                 pending = [
                     (job, t, job.verified[t])
-                    for job in jobs if job.result.question_type == 1
+                    for job in jobs
+                    if job.result.question_type == 1
                     for t, rois in enumerate(job.result.rois)
                     if 0 < job.verified[t] < len(rois) and all(r.confidence < 0 for r in rois[: job.verified[t]])
                 ]
@@ -535,8 +544,10 @@ class FocusWrapper:
         """The ROIs shown for the final answer (Sec. 3.3): type 1, each target's best ROI;
         type 2, every verified ROI with confidence above ``t_type2``."""
         if result.question_type == 2:
-            boxes = [[r.box for r in rois if r.confidence is not None and r.confidence > self.config.t_type2]
-                     for rois in result.rois]
+            boxes = [
+                [r.box for r in rois if r.confidence is not None and r.confidence > self.config.t_type2]
+                for rois in result.rois
+            ]
         else:
             boxes = [[rois[0].box] if rois else [] for rois in result.rois]
         return Selection(result.question_type, boxes)
@@ -558,7 +569,8 @@ class FocusWrapper:
             self._match_logits(group, views, start)
             return
         encodings = [
-            self.adapter.encode_answer(view, job.answer_prompt, None) if job.answer_prompt is not None
+            self.adapter.encode_answer(view, job.answer_prompt, None)
+            if job.answer_prompt is not None
             else self.adapter.encode_answer(view, job.question, job.options)
             for job, view in zip(group, views)
         ]

@@ -58,8 +58,10 @@ def unsupported_model_message(model_class: str) -> str:
     for name, family in supported_models().items():
         families.setdefault(family, []).append(name)
     supported = "; ".join(f"{family} ({', '.join(names)})" for family, names in families.items())
-    return (f"no FOCUS adapter for {model_class}; supported model families: {supported}. "
-            "Register one with focus_modules.adapters.register_adapter(model_class, AdapterClass).")
+    return (
+        f"no FOCUS adapter for {model_class}; supported model families: {supported}. "
+        "Register one with focus_modules.adapters.register_adapter(model_class, AdapterClass)."
+    )
 
 
 def adapter_for(model: nn.Module, processor, **options) -> ModelAdapter:
@@ -72,12 +74,26 @@ def adapter_for(model: nn.Module, processor, **options) -> ModelAdapter:
     return adapter_cls(model, processor, **options)
 
 
-for _cls in (LlavaAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, InternVLAdapter,
-             Gemma3Adapter):
+for _cls in (LlavaAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, InternVLAdapter, Gemma3Adapter):
     for _name in _cls.model_classes:
         register_adapter(_name, _cls)
 
-__all__ = ["Batch", "Encoding", "FinalView", "Gemma3Adapter", "InternVLAdapter", "LlavaAdapter",
-           "LlavaOnevisionAdapter", "ModelAdapter", "MultiImageAdapter", "Qwen2_5_VLAdapter", "Qwen3VLAdapter",
-           "Selection", "adapter_class_for", "adapter_for", "register_adapter", "supported_models",
-           "unsupported_model_message"]
+__all__ = [
+    "Batch",
+    "Encoding",
+    "FinalView",
+    "Gemma3Adapter",
+    "InternVLAdapter",
+    "LlavaAdapter",
+    "LlavaOnevisionAdapter",
+    "ModelAdapter",
+    "MultiImageAdapter",
+    "Qwen2_5_VLAdapter",
+    "Qwen3VLAdapter",
+    "Selection",
+    "adapter_class_for",
+    "adapter_for",
+    "register_adapter",
+    "supported_models",
+    "unsupported_model_message",
+]

@@ -23,10 +23,6 @@ from PIL import Image
 from torch import Tensor, nn
 
 from focus_modules import targets as target_text
-from focus_modules.config import FocusConfig, read_model_settings
-from focus_modules.modules.value_capture import find_decoder_layers
-from focus_modules.ops import boxes as box_ops
-from focus_modules.ops.boxes import CellGeometry
 from focus_modules.adapters.views import (
     Box,
     crop,
@@ -35,6 +31,10 @@ from focus_modules.adapters.views import (
     paste_on_canvas,
     union_box,
 )
+from focus_modules.config import FocusConfig, read_model_settings
+from focus_modules.modules.value_capture import find_decoder_layers
+from focus_modules.ops import boxes as box_ops
+from focus_modules.ops.boxes import CellGeometry
 
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 EXISTENCE_TEMPLATE = "Is there a {target} in the image? Answer Yes or No."
@@ -253,7 +253,9 @@ class ModelAdapter(ABC):
         tail = self.tokenizer(statement, add_special_tokens=False)["input_ids"]
         if not tail:
             raise ValueError(f"the option {statement!r} has no tokens to score")
-        token_inputs = {key: torch.cat([value, value.new_zeros(len(tail))]) for key, value in prompt.token_inputs.items()}
+        token_inputs = {
+            key: torch.cat([value, value.new_zeros(len(tail))]) for key, value in prompt.token_inputs.items()
+        }
         ids = torch.cat([prompt.input_ids, torch.tensor(tail, dtype=torch.long)])
         return Encoding(ids, prompt.model_inputs, token_inputs=token_inputs), len(tail)
 
@@ -267,8 +269,10 @@ class ModelAdapter(ABC):
         length = max(e.input_ids.numel() for e in encodings)
         context = self.context_length
         if context is not None and length > context:
-            raise ValueError(f"a prompt of {length} tokens (text and image tokens) exceeds the model's context of "
-                             f"{context} tokens; shorten the question or its options")
+            raise ValueError(
+                f"a prompt of {length} tokens (text and image tokens) exceeds the model's context of "
+                f"{context} tokens; shorten the question or its options"
+            )
         length = self.bucketed(length)
         ids = torch.full((len(encodings), length), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(encodings), length), dtype=torch.long)
@@ -329,7 +333,7 @@ class ModelAdapter(ABC):
         ids = batch.inputs["input_ids"]
         scores = []
         for p, n in enumerate(lengths):
-            log_probs = logits[p, keep - 1 - n: keep - 1].float().log_softmax(-1)  # position i predicts i + 1
+            log_probs = logits[p, keep - 1 - n : keep - 1].float().log_softmax(-1)  # position i predicts i + 1
             scores.append(log_probs.gather(-1, ids[p, -n:, None]).mean())
         return torch.stack(scores)
 
@@ -350,10 +354,13 @@ class ModelAdapter(ABC):
     def generate(self, batch: Batch, max_new_tokens: int) -> list[str]:
         """Greedy generation; the new text of each prompt, special tokens removed, stripped."""
         out = self.generation_model(batch).generate(
-            **batch.inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            **batch.inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
             pad_token_id=self.pad_token_id,
         )
-        new_tokens = out[:, batch.inputs["input_ids"].shape[1]:]
+        new_tokens = out[:, batch.inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     def generation_model(self, batch: Batch) -> nn.Module:
@@ -379,8 +386,11 @@ class ModelAdapter(ABC):
             for prefix in ("", "▁", "Ġ"):
                 for spelling in (word.capitalize(), word):
                     token_id = vocab.get(prefix + spelling)
-                    if token_id is not None and token_id not in ids and \
-                            self.tokenizer.decode([token_id]).strip().lower() == word:
+                    if (
+                        token_id is not None
+                        and token_id not in ids
+                        and self.tokenizer.decode([token_id]).strip().lower() == word
+                    ):
                         ids.append(token_id)
             if not ids:
                 raise ValueError(f"the tokenizer has no token that spells {word.capitalize()!r}")
@@ -406,8 +416,9 @@ class ModelAdapter(ABC):
         size = (width, math.ceil(width / limit)) if width > height else (math.ceil(height / limit), height)
         padded = Image.new("RGB", size, self.background_color)
         padded.paste(image, (0, 0))
-        return padded, (f"image of {width}x{height} padded to {size[0]}x{size[1]}: the model accepts aspect ratios "
-                        f"up to {limit:g}")
+        return padded, (
+            f"image of {width}x{height} padded to {size[0]}x{size[1]}: the model accepts aspect ratios up to {limit:g}"
+        )
 
     @property
     def background_color(self) -> tuple[int, int, int]:

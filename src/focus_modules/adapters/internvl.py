@@ -73,16 +73,19 @@ class InternVLAdapter(MultiImageAdapter):
         """``(cols, rows)`` of the tile canvas for a ``width x height`` image (the processor's choice)."""
         from transformers.models.got_ocr2.image_processing_got_ocr2 import get_optimal_tiled_canvas
 
-        return get_optimal_tiled_canvas((height, width), (self.tile_size, self.tile_size), self.min_patches,
-                                        self.max_patches)
+        return get_optimal_tiled_canvas(
+            (height, width), (self.tile_size, self.tile_size), self.min_patches, self.max_patches
+        )
 
     def local_grid(self, image: Image.Image, model_inputs: dict[str, Tensor]) -> LocalGrid:
         width, height = image.size
         cols, rows = self.tiles(width, height)
         views = cols * rows + (cols * rows > 1)  # the tiles, then the thumbnail
         if model_inputs["pixel_values"].shape[0] != views:
-            raise ValueError(f"the processor made {model_inputs['pixel_values'].shape[0]} views of a {width}x{height} "
-                             f"image, expected {cols}x{rows} tiles" + (" + thumbnail" if views > 1 else ""))
+            raise ValueError(
+                f"the processor made {model_inputs['pixel_values'].shape[0]} views of a {width}x{height} "
+                f"image, expected {cols}x{rows} tiles" + (" + thumbnail" if views > 1 else "")
+            )
         a = self.tokens_per_side
         r, c = torch.arange(rows * a)[:, None], torch.arange(cols * a)[None, :]
         tile = (r // a) * cols + c // a

@@ -71,24 +71,31 @@ class LlavaAdapter(ModelAdapter):
             raise ValueError(
                 f"the LLaVA-1.5 adapter serves a {' or '.join(SQUARE_GRID_TOWERS)} tower with a LlavaProcessor "
                 f"(one square patch grid per image); this {type(model).__name__} has a {tower} tower and a "
-                f"{type(processor).__name__}, whose image tokens it cannot map to a grid")
+                f"{type(processor).__name__}, whose image tokens it cannot map to a grid"
+            )
         strategy = getattr(config, "vision_feature_select_strategy", "default")
         processor_strategy = getattr(processor, "vision_feature_select_strategy", None)
         if processor_strategy is not None and processor_strategy != strategy:
-            raise ValueError(f"the processor selects vision features with {processor_strategy!r}, the model "
-                             f"with {strategy!r}: their image-token counts disagree")
+            raise ValueError(
+                f"the processor selects vision features with {processor_strategy!r}, the model "
+                f"with {strategy!r}: their image-token counts disagree"
+            )
         patch_size = getattr(processor, "patch_size", None)
         if patch_size is not None and patch_size != config.vision_config.patch_size:
-            raise ValueError(f"the processor's patch_size {patch_size} differs from the vision tower's "
-                             f"{config.vision_config.patch_size}")
+            raise ValueError(
+                f"the processor's patch_size {patch_size} differs from the vision tower's "
+                f"{config.vision_config.patch_size}"
+            )
         additional = getattr(processor, "num_additional_image_tokens", None)
         if additional is None:  # processors before the attribute existed: the tower's own
             additional = SQUARE_GRID_TOWERS[tower]
         prefix = additional - (1 if strategy == "default" else 0)
         if prefix < 0:
-            raise ValueError(f"vision_feature_select_strategy 'default' drops the first image token, but the "
-                             f"processor counts {additional} tokens in front of the patch grid: the grid would "
-                             "lose a patch; use 'full'")
+            raise ValueError(
+                f"vision_feature_select_strategy 'default' drops the first image token, but the "
+                f"processor counts {additional} tokens in front of the patch grid: the grid would "
+                "lose a patch; use 'full'"
+            )
         return prefix
 
     def generation_model(self, batch: Batch) -> nn.Module:
@@ -206,15 +213,17 @@ class LlavaAdapter(ModelAdapter):
             text, offset = self.existence_prompt(target)
             ids, (block,), target_positions = self._tokenize(text, [square], (offset, offset + len(target)))
             start = block + self.num_prefix_tokens
-            encodings.append(Encoding(
-                ids,
-                {"pixel_values": pixels},
-                target_positions=torch.tensor(target_positions, dtype=torch.long),
-                visual_positions=torch.arange(start, start + a * a),
-                grid_hw=(a, a),
-                valid_cells=valid,
-                geometry=geometry,
-            ))
+            encodings.append(
+                Encoding(
+                    ids,
+                    {"pixel_values": pixels},
+                    target_positions=torch.tensor(target_positions, dtype=torch.long),
+                    visual_positions=torch.arange(start, start + a * a),
+                    grid_hw=(a, a),
+                    valid_cells=valid,
+                    geometry=geometry,
+                )
+            )
         return encodings
 
     def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:

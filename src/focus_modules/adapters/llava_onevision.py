@@ -61,7 +61,7 @@ class LlavaOnevisionAdapter(MultiImageAdapter):
         aspect = getattr(config, "vision_aspect_ratio", "anyres_max_9")
         if not aspect.startswith("anyres_max_"):
             raise ValueError(f"unsupported vision_aspect_ratio {aspect!r} (expected 'anyres_max_<n>')")
-        self.max_tiles = int(aspect[len("anyres_max_"):])
+        self.max_tiles = int(aspect[len("anyres_max_") :])
         # The unpadded local grid of a more elongated image can lose every row (or column) of
         # its short side; half a tile's tokens keeps at least two on one tile.
         self.max_aspect_ratio = self.tokens_per_side / 2
@@ -98,8 +98,9 @@ class LlavaOnevisionAdapter(MultiImageAdapter):
         paste_x, paste_y = (best_w - new_w) // 2, (best_h - new_h) // 2
         canvas_cell = tile / a  # canvas pixels per cell of the local map
         to_image = torch.tensor([width / new_w, height / new_h], dtype=torch.float64)
-        origin = (torch.tensor([left * canvas_cell - paste_x, top * canvas_cell - paste_y], dtype=torch.float64)
-                  * to_image)
+        origin = (
+            torch.tensor([left * canvas_cell - paste_x, top * canvas_cell - paste_y], dtype=torch.float64) * to_image
+        )
         cell = torch.tensor([cols / w, rows / h], dtype=torch.float64) * canvas_cell * to_image
         geometry = CellGeometry(origin, cell, torch.tensor([width, height], dtype=torch.float64))
         # block = a*a global tokens, then h rows of w local tokens + 1 newline token
@@ -116,7 +117,8 @@ class LlavaOnevisionAdapter(MultiImageAdapter):
             for enc in encodings:
                 pixels = enc.model_inputs[key]
                 extra = pixels.new_zeros((pixels.shape[0], tiles - pixels.shape[1], *pixels.shape[2:]))
-                padded.append(dataclasses.replace(enc, model_inputs={**enc.model_inputs,
-                                                                     key: torch.cat([pixels, extra], 1)}))
+                padded.append(
+                    dataclasses.replace(enc, model_inputs={**enc.model_inputs, key: torch.cat([pixels, extra], 1)})
+                )
             encodings = padded
         return super().collate(encodings)

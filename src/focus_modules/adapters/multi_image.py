@@ -110,8 +110,12 @@ class MultiImageAdapter(ModelAdapter):
         prompt = self.render_chat(text, len(images))
         # images nested per prompt: OneVision's processor then encodes a multi-image prompt in
         # the model's multi-image mode (one padded-square view per image, as in its training)
-        out = self.processor(text=[prompt], images=[list(images)] if images else None, return_tensors="pt",
-                             **(self.processor_kwargs() if images else {}))
+        out = self.processor(
+            text=[prompt],
+            images=[list(images)] if images else None,
+            return_tensors="pt",
+            **(self.processor_kwargs() if images else {}),
+        )
         ids = out["input_ids"][0]
         length = ids.numel()
         model_inputs, token_inputs = {}, {}
@@ -141,7 +145,7 @@ class MultiImageAdapter(ModelAdapter):
             positions = [i + shift for i in covering]
             if image_positions.numel() and positions[0] <= int(image_positions.max()):
                 raise ValueError(f"the target {prompt[start:end]!r} must follow the image in {prompt!r}")
-            if ids[positions[0]:].tolist() != plain_ids[covering[0]:]:
+            if ids[positions[0] :].tolist() != plain_ids[covering[0] :]:
                 raise ValueError(f"the processor's tokens differ from the tokenizer's from {prompt[start:end]!r} on")
         return Encoding(ids, model_inputs, token_inputs=token_inputs), image_positions, positions
 
@@ -172,8 +176,9 @@ class MultiImageAdapter(ModelAdapter):
         """``geometry`` in pixels of ``view`` -> pixels of ``image`` (``view`` is ``image``
         resized by :meth:`prepare_image`)."""
         scale = torch.tensor(image.size, dtype=torch.float64) / torch.tensor(view.size, dtype=torch.float64)
-        return CellGeometry(geometry.origin * scale, geometry.cell_size * scale,
-                            torch.tensor(image.size, dtype=torch.float64))
+        return CellGeometry(
+            geometry.origin * scale, geometry.cell_size * scale, torch.tensor(image.size, dtype=torch.float64)
+        )
 
     def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:
         images = [self.prepare_image(image) for image in view.images]

@@ -28,6 +28,7 @@ from focus_modules.adapters.base import Batch
 from focus_modules.adapters.multi_image import LocalGrid, MultiImageAdapter
 from focus_modules.ops.boxes import CellGeometry
 
+
 class Qwen2_5_VLAdapter(MultiImageAdapter):
     """Qwen2.5-VL: map over all image tokens on the ``(H'/28) x (W'/28)`` merged grid.
 
@@ -49,10 +50,18 @@ class Qwen2_5_VLAdapter(MultiImageAdapter):
         self.merge_size = int(vision.spatial_merge_size)
         self.factor = self.patch_size * self.merge_size
         size = dict(getattr(self.image_processor, "size", None) or {})
-        self.min_pixels = int(min_pixels or getattr(self.image_processor, "min_pixels", None)
-                              or size.get("shortest_edge") or size["min_pixels"])
-        self.max_pixels = int(max_pixels or getattr(self.image_processor, "max_pixels", None)
-                              or size.get("longest_edge") or size["max_pixels"])
+        self.min_pixels = int(
+            min_pixels
+            or getattr(self.image_processor, "min_pixels", None)
+            or size.get("shortest_edge")
+            or size["min_pixels"]
+        )
+        self.max_pixels = int(
+            max_pixels
+            or getattr(self.image_processor, "max_pixels", None)
+            or size.get("longest_edge")
+            or size["max_pixels"]
+        )
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}")
 
@@ -60,8 +69,9 @@ class Qwen2_5_VLAdapter(MultiImageAdapter):
         """``(W', H')`` of the model's view (the processor's ``smart_resize``)."""
         from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-        new_h, new_w = smart_resize(height, width, factor=self.factor, min_pixels=self.min_pixels,
-                                    max_pixels=self.max_pixels)
+        new_h, new_w = smart_resize(
+            height, width, factor=self.factor, min_pixels=self.min_pixels, max_pixels=self.max_pixels
+        )
         return new_w, new_h
 
     def prepare_image(self, image: Image.Image) -> Image.Image:

@@ -84,8 +84,7 @@ def pixel_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, 
 def clip_box(box: Sequence[float], width: float, height: float) -> tuple[float, float, float, float]:
     """A float xyxy box clipped to a ``width x height`` image (it may come out empty)."""
     x1, y1, x2, y2 = box
-    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
-            min(max(y2, 0.0), height))
+    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
 
 
 def crop(image: Image.Image, box: Sequence[float]) -> Image.Image:
@@ -103,7 +102,7 @@ def union_box(boxes: Sequence[Sequence[float]]) -> Box:
 def max_centre_distance(boxes: Sequence[Sequence[float]]) -> float:
     """Largest Euclidean distance between the centres of two boxes (0 for fewer than two)."""
     centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in boxes]
-    return max((math.dist(p, q) for i, p in enumerate(centres) for q in centres[i + 1:]), default=0.0)
+    return max((math.dist(p, q) for i, p in enumerate(centres) for q in centres[i + 1 :]), default=0.0)
 
 
 def merge_overlapping(boxes: Sequence[Sequence[float]]) -> list[Box]:
@@ -164,8 +163,9 @@ def paste_on_canvas(image: Image.Image, boxes: Sequence[Sequence[float]], fill: 
     return canvas
 
 
-def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], color: tuple[int, int, int],
-               width: int) -> Image.Image:
+def draw_boxes(
+    image: Image.Image, boxes: Sequence[Sequence[float]], color: tuple[int, int, int], width: int
+) -> Image.Image:
     """A copy of ``image`` with each box outlined (``width`` pixels, drawn inside the box) —
     the highlighted global view of a multi-image final prompt (A.5)."""
     from PIL import ImageDraw

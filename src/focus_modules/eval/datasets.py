@@ -119,8 +119,9 @@ def multiple_choice_text(question: str, options: tuple[str, ...] | list[str]) ->
     return "\n".join([question.strip(), *option_lines(options)])
 
 
-def load_dataset(name: str, path: str | Path, seed: int = 0,
-                 categories: str | Sequence[str] | None = None) -> list[Question]:
+def load_dataset(
+    name: str, path: str | Path, seed: int = 0, categories: str | Sequence[str] | None = None
+) -> list[Question]:
     """Read benchmark ``name`` (``"vstar"``, ``"hrbench"``, ``"mme-rw-lite"``) from ``path``.
 
     Args:
@@ -184,8 +185,10 @@ def read_vstar(root: str | Path, seed: int = 0, categories: str | Sequence[str] 
             meta = _read_json(meta_path)
             for key in ("question", "options"):
                 if key not in meta:
-                    raise ValueError(f"{meta_path} has no {key!r} field; V*Bench JSON files hold "
-                                     "'question', 'options' (correct first), 'target_object', 'bbox'")
+                    raise ValueError(
+                        f"{meta_path} has no {key!r} field; V*Bench JSON files hold "
+                        "'question', 'options' (correct first), 'target_object', 'bbox'"
+                    )
             original = [str(o) for o in meta["options"]]
             if not 2 <= len(original) <= len(OPTION_LETTERS):
                 raise ValueError(f"{meta_path}: expected 2..{len(OPTION_LETTERS)} options, got {len(original)}")
@@ -199,22 +202,27 @@ def read_vstar(root: str | Path, seed: int = 0, categories: str | Sequence[str] 
             if clipped:
                 clipped_total += clipped
                 clipped_files.append(meta_path.name)
-            questions.append(Question(
-                id=qid,
-                index=len(questions),
-                question=str(meta["question"]),
-                options=tuple(original[i] for i in order),
-                label=OPTION_LETTERS[order.index(0)],
-                category=VSTAR_CATEGORIES.get(folder.name, folder.name),
-                image_source=str(image_path),
-                loader=_file_loader(image_path),
-                gt_boxes=tuple(inside),
-                gt_boxes_clipped=clipped,
-            ))
+            questions.append(
+                Question(
+                    id=qid,
+                    index=len(questions),
+                    question=str(meta["question"]),
+                    options=tuple(original[i] for i in order),
+                    label=OPTION_LETTERS[order.index(0)],
+                    category=VSTAR_CATEGORIES.get(folder.name, folder.name),
+                    image_source=str(image_path),
+                    loader=_file_loader(image_path),
+                    gt_boxes=tuple(inside),
+                    gt_boxes_clipped=clipped,
+                )
+            )
     if clipped_total:
-        warnings.warn(f"{clipped_total} V*Bench GT boxes reach outside their image and were clipped to it "
-                      f"({', '.join(clipped_files[:5])}{', ...' if len(clipped_files) > 5 else ''}); the summary "
-                      "counts them as gt_boxes_clipped", stacklevel=2)
+        warnings.warn(
+            f"{clipped_total} V*Bench GT boxes reach outside their image and were clipped to it "
+            f"({', '.join(clipped_files[:5])}{', ...' if len(clipped_files) > 5 else ''}); the summary "
+            "counts them as gt_boxes_clipped",
+            stacklevel=2,
+        )
     return questions
 
 
@@ -252,16 +260,26 @@ def read_vstar_table(path: str | Path, categories: str | Sequence[str] | None = 
         raise ValueError(f"{source} holds no questions; {VSTAR_TABLE_LAYOUT}")
     columns = list(records[0])
     lmms_eval = "text" in columns or "label" in columns
-    _require_columns(columns, ("text", "label", "category") if lmms_eval else ("index", "question", "A", "B",
-                                                                            "answer", "category"),
-                     source, VSTAR_TABLE_LAYOUT)
+    _require_columns(
+        columns,
+        ("text", "label", "category") if lmms_eval else ("index", "question", "A", "B", "answer", "category"),
+        source,
+        VSTAR_TABLE_LAYOUT,
+    )
     found = list(dict.fromkeys(str(r["category"]) for r in records))
-    wanted = found if categories == ALL_CATEGORIES else list(
-        VSTAR_DEFAULT_FOLDERS if categories is None else [categories] if isinstance(categories, str) else categories)
+    wanted = (
+        found
+        if categories == ALL_CATEGORIES
+        else list(
+            VSTAR_DEFAULT_FOLDERS if categories is None else [categories] if isinstance(categories, str) else categories
+        )
+    )
     missing = [name for name in wanted if name not in found]
     if missing:
-        raise ValueError(f"{source} has no question of category {', '.join(missing)} (found: {', '.join(found)}); "
-                         f"choose with --categories (e.g. --categories {ALL_CATEGORIES})")
+        raise ValueError(
+            f"{source} has no question of category {', '.join(missing)} (found: {', '.join(found)}); "
+            f"choose with --categories (e.g. --categories {ALL_CATEGORIES})"
+        )
     questions = []
     for name in wanted:
         for position, (record, loader) in enumerate(zip(records, loaders)):
@@ -273,22 +291,29 @@ def read_vstar_table(path: str | Path, categories: str | Sequence[str] | None = 
             else:
                 key = record["index"]
                 question = str(record["question"])
-                options = tuple(str(record[c]) for c in OPTION_LETTERS
-                                if c in record and str(record[c]).strip() not in ("", "nan", "None"))
+                options = tuple(
+                    str(record[c])
+                    for c in OPTION_LETTERS
+                    if c in record and str(record[c]).strip() not in ("", "nan", "None")
+                )
             label = str(record["label" if lmms_eval else "answer"]).strip().strip("()").upper()
             if label not in OPTION_LETTERS[: len(options)]:
-                raise ValueError(f"{source} question {key}: correct letter {label!r} is not one of the option "
-                                 f"letters {OPTION_LETTERS[: len(options)]}")
-            questions.append(Question(
-                id=f"{name}/{key}",
-                index=len(questions),
-                question=question,
-                options=options,
-                label=label,
-                category=VSTAR_CATEGORIES.get(name, name),
-                image_source=f"{source.name} question {key}",
-                loader=loader,
-            ))
+                raise ValueError(
+                    f"{source} question {key}: correct letter {label!r} is not one of the option "
+                    f"letters {OPTION_LETTERS[: len(options)]}"
+                )
+            questions.append(
+                Question(
+                    id=f"{name}/{key}",
+                    index=len(questions),
+                    question=question,
+                    options=options,
+                    label=label,
+                    category=VSTAR_CATEGORIES.get(name, name),
+                    image_source=f"{source.name} question {key}",
+                    loader=loader,
+                )
+            )
     return questions
 
 
@@ -301,7 +326,7 @@ def _split_options(text: str, source: str) -> tuple[str, tuple[str, ...]]:
     if len(marks) < 2 or letters != OPTION_LETTERS[: len(marks)]:
         raise ValueError(f"{source}: expected the question followed by (A), (B), ... options, got {text!r}")
     ends = [m.start() for m in marks[1:]] + [len(text)]
-    options = tuple(text[m.end():end].strip().split("\n")[0].strip() for m, end in zip(marks, ends))
+    options = tuple(text[m.end() : end].strip().split("\n")[0].strip() for m, end in zip(marks, ends))
     return text[: marks[0].start()].strip(), options
 
 
@@ -309,8 +334,9 @@ def _vstar_folders(root: Path, available: list[Path], categories: str | Sequence
     """The category folders a run reads (see :func:`read_vstar`)."""
     if categories == ALL_CATEGORIES:
         return available
-    wanted = list(VSTAR_DEFAULT_FOLDERS if categories is None else
-                  [categories] if isinstance(categories, str) else categories)
+    wanted = list(
+        VSTAR_DEFAULT_FOLDERS if categories is None else [categories] if isinstance(categories, str) else categories
+    )
     by_name = {p.name: p for p in available}
     missing = [name for name in wanted if name not in by_name]
     if missing or not wanted:
@@ -318,7 +344,8 @@ def _vstar_folders(root: Path, available: list[Path], categories: str | Sequence
         raise FileNotFoundError(
             f"V*Bench folder {root} has no question folder {', '.join(missing) or '(none asked for)'} "
             f"(found: {found}); choose with --categories (e.g. --categories {ALL_CATEGORIES} or "
-            f"--categories {','.join(by_name) or 'direct_attributes,relative_position'})")
+            f"--categories {','.join(by_name) or 'direct_attributes,relative_position'})"
+        )
     return [by_name[name] for name in dict.fromkeys(wanted)]
 
 
@@ -387,12 +414,15 @@ def read_hrbench(path: str | Path) -> list[Question]:
         digests: list[str] = []
         records, loaders = _parquet_records(parquet, HRBENCH_LAYOUT, digests)
         source = parquet[0]
-        _require_columns([c for c in records[0]] + ["image"] if records else [], HRBENCH_COLUMNS, source,
-                         HRBENCH_LAYOUT)
+        _require_columns(
+            [c for c in records[0]] + ["image"] if records else [], HRBENCH_COLUMNS, source, HRBENCH_LAYOUT
+        )
         rows = [{k: "" if v is None else str(v) for k, v in record.items()} for record in records]
         keys = [digest or f"{source.name} index {row['index']}" for digest, row in zip(digests, rows)]
-        return [_hrbench_question(i, row, loader, key, source) for i, (row, loader, key) in
-                enumerate(zip(rows, loaders, keys))]
+        return [
+            _hrbench_question(i, row, loader, key, source)
+            for i, (row, loader, key) in enumerate(zip(rows, loaders, keys))
+        ]
     tsv = _single_file(path, (".tsv",), "HR-Bench", HRBENCH_LAYOUT)
     table = TsvTable(tsv, lazy_columns=("image",))
     _require_columns(table.header, HRBENCH_COLUMNS, tsv, HRBENCH_LAYOUT)
@@ -407,8 +437,10 @@ def read_hrbench(path: str | Path) -> list[Question]:
             if len(value) <= TsvTable.INLINE_CHARS:
                 target = row_of_index.get(value.strip())
                 if target is None or table.rows[target]["image"] is not None:
-                    raise ImageDecodeError(f"{source}: image field {value!r} is neither base64 data nor "
-                                           "the index of a row that holds an image")
+                    raise ImageDecodeError(
+                        f"{source}: image field {value!r} is neither base64 data nor "
+                        "the index of a row that holds an image"
+                    )
                 source = f"{source} (image of index {value.strip()})"
                 value = table.lazy_field(target, "image")
             return decode_image_bytes(value, source, upright=False)
@@ -424,13 +456,16 @@ def read_hrbench(path: str | Path) -> list[Question]:
     return questions
 
 
-def _hrbench_question(i: int, row: Mapping[str, str], loader: Callable[[], Image.Image], image_key: str,
-                      source: Path) -> Question:
+def _hrbench_question(
+    i: int, row: Mapping[str, str], loader: Callable[[], Image.Image], image_key: str, source: Path
+) -> Question:
     options = tuple(row[c] for c in OPTION_LETTERS if c in row and row[c].strip() not in ("", "nan", "None"))
     label = row["answer"].strip().upper()
     if label not in OPTION_LETTERS[: len(options)]:
-        raise ValueError(f"{source} index {row['index']}: answer {row['answer']!r} is not one of the "
-                         f"option letters {OPTION_LETTERS[: len(options)]}")
+        raise ValueError(
+            f"{source} index {row['index']}: answer {row['answer']!r} is not one of the "
+            f"option letters {OPTION_LETTERS[: len(options)]}"
+        )
     category = HRBENCH_CATEGORIES.get(row["category"].strip().lower(), row["category"].strip())
     return Question(
         id=row["index"].strip(),
@@ -488,22 +523,26 @@ def read_mme_rw_lite(path: str | Path) -> list[Question]:
         options = _mme_options(record, path)
         label = str(record["answer"]).strip().strip("()").upper()
         if label not in OPTION_LETTERS[: len(options)]:
-            raise ValueError(f"{path} index {record['index']}: answer {record['answer']!r} is not one of "
-                             f"the option letters {OPTION_LETTERS[: len(options)]}")
+            raise ValueError(
+                f"{path} index {record['index']}: answer {record['answer']!r} is not one of "
+                f"the option letters {OPTION_LETTERS[: len(options)]}"
+            )
         subset = "Perception" if "perception" in str(record["category"]).lower() else "Reasoning"
         domain_name = str(record["category"]).split("/")[-1].strip()
         domain = f"{subset}/{MME_DOMAINS.get(domain_name, domain_name)}"
-        questions.append(Question(
-            id=str(record["index"]).strip(),
-            index=i,
-            question=str(record["question"]),
-            options=options,
-            label=label,
-            category=f"{domain}/{str(record['l2-category']).strip()}",
-            image_source=f"{path.name} index {record['index']}",
-            loader=loader,
-            groups={"subset": subset, "domain": domain},
-        ))
+        questions.append(
+            Question(
+                id=str(record["index"]).strip(),
+                index=i,
+                question=str(record["question"]),
+                options=options,
+                label=label,
+                category=f"{domain}/{str(record['l2-category']).strip()}",
+                image_source=f"{path.name} index {record['index']}",
+                loader=loader,
+                groups={"subset": subset, "domain": domain},
+            )
+        )
     return questions
 
 
@@ -520,9 +559,10 @@ def _mme_options(record: Mapping[str, Any], path: Path) -> tuple[str, ...]:
     for j, text in enumerate(str(o) for o in raw):
         match = _LETTER_PREFIX.match(text)
         if match and match.group(1) != OPTION_LETTERS[j]:
-            raise ValueError(f"{path} index {record['index']}: option {j} is lettered {match.group(1)}, "
-                             f"expected {OPTION_LETTERS[j]}")
-        options.append(text[match.end():] if match else text.strip())
+            raise ValueError(
+                f"{path} index {record['index']}: option {j} is lettered {match.group(1)}, expected {OPTION_LETTERS[j]}"
+            )
+        options.append(text[match.end() :] if match else text.strip())
     if len(options) < 2:
         raise ValueError(f"{path} index {record['index']}: expected at least 2 options, got {options!r}")
     return tuple(options)
@@ -539,8 +579,10 @@ def _require_columns(columns: Sequence[str], required: Sequence[str], source: Pa
     """A clear error naming the file, the missing columns and the expected layout."""
     missing = [name for name in required if name not in columns]
     if missing:
-        raise ValueError(f"{source} lacks column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
-                         f"(it has: {', '.join(columns) or 'none'}); {layout}")
+        raise ValueError(
+            f"{source} lacks column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+            f"(it has: {', '.join(columns) or 'none'}); {layout}"
+        )
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -556,6 +598,7 @@ def _text_records(file: Path, layout: str = MME_LAYOUT) -> tuple[list[dict], lis
     if file.suffix == ".tsv":
         table = TsvTable(file, lazy_columns=("bytes", "image"))
         column = _image_column(table.header, file, layout)
+
         def loader(row: int) -> Callable[[], Image.Image]:
             source = f"{file.name} index {table.rows[row]['index']}"
             return lambda: decode_image_bytes(table.lazy_field(row, column), source, upright=False)
@@ -574,14 +617,14 @@ def _text_records(file: Path, layout: str = MME_LAYOUT) -> tuple[list[dict], lis
         return [], []  # "no questions found", below
     column = _image_column(list(records[0]), file, layout)
     loaders = [
-        (lambda rec=rec: _decode_cell(rec.get(column), f"{file.name} index {rec.get('index')}"))
-        for rec in records
+        (lambda rec=rec: _decode_cell(rec.get(column), f"{file.name} index {rec.get('index')}")) for rec in records
     ]
     return [{k: v for k, v in rec.items() if k != column} for rec in records], loaders
 
 
-def _parquet_records(files: list[Path], layout: str = MME_LAYOUT, digests: list[str] | None = None
-                     ) -> tuple[list[dict], list[Callable[[], Image.Image]]]:
+def _parquet_records(
+    files: list[Path], layout: str = MME_LAYOUT, digests: list[str] | None = None
+) -> tuple[list[dict], list[Callable[[], Image.Image]]]:
     """Records (without the image column) and image loaders of parquet files; with
     ``digests`` given, the SHA-1 of each record's image cell is appended to it (one pass over
     the images, a row group at a time), so that equal images can be recognised."""
@@ -656,6 +699,8 @@ def _single_file(path: Path, suffixes: tuple[str, ...], name: str, layout: str) 
     candidates = sorted(p for p in path.iterdir() if p.suffix in suffixes)
     if len(candidates) != 1:
         found = ", ".join(p.name for p in candidates) or "none"
-        raise FileNotFoundError(f"{name}: expected exactly one {'/'.join(suffixes)} file in {path} (found: {found}); "
-                                f"pass the file itself; {layout}")
+        raise FileNotFoundError(
+            f"{name}: expected exactly one {'/'.join(suffixes)} file in {path} (found: {found}); "
+            f"pass the file itself; {layout}"
+        )
     return candidates[0]

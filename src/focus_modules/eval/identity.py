@@ -44,8 +44,11 @@ def file_fingerprint(path: str | Path) -> str:
         return f"{path.name}: {size} bytes, sha1 {digest.hexdigest()[:12]}"
     if not path.is_dir():
         raise FileNotFoundError(f"{path} does not exist")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                                                                          p.relative_to(path).parts))
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
     total = 0
     for file in files:
         size = file.stat().st_size
@@ -66,8 +69,10 @@ def model_fingerprint(model: Any) -> dict[str, str | None]:
         if isinstance(value, dict):
             data[key] = {k: v for k, v in value.items() if k not in _VOLATILE_CONFIG_KEYS}
     text = json.dumps(data, sort_keys=True, default=str)
-    return {"config_sha1": hashlib.sha1(text.encode()).hexdigest()[:12],
-            "revision": getattr(config, "_commit_hash", None)}
+    return {
+        "config_sha1": hashlib.sha1(text.encode()).hexdigest()[:12],
+        "revision": getattr(config, "_commit_hash", None),
+    }
 
 
 def identity_id(identity: Mapping[str, Any]) -> str:

@@ -116,8 +116,10 @@ def reduced_scale(image: Image.Image) -> tuple[float, float] | None:
 
 def reduced_scale_note(scale: tuple[float, float]) -> str:
     """The note a result carries when its image was decoded at a reduced ``scale``."""
-    return (f"image decoded at 1/{round(max(scale))} scale (above the {MAX_PIXELS / 1e6:.0f} MP decoding limit); "
-            "boxes are in the full image's pixels")
+    return (
+        f"image decoded at 1/{round(max(scale))} scale (above the {MAX_PIXELS / 1e6:.0f} MP decoding limit); "
+        "boxes are in the full image's pixels"
+    )
 
 
 def full_resolution_box(box, scale: tuple[float, float]) -> list[float]:
@@ -129,8 +131,10 @@ def full_resolution_box(box, scale: tuple[float, float]) -> list[float]:
 def _draft_below_limit(image: Image.Image, source: str) -> None:
     """Set a JPEG to decode at the smallest reduction that brings it under MAX_PIXELS."""
     width, height = image.size
-    too_big = f"{source}: image of {width}x{height} ({width * height / 1e6:.0f} MP) is above the decoding limit of " \
-              f"{MAX_PIXELS / 1e6:.0f} MP"
+    too_big = (
+        f"{source}: image of {width}x{height} ({width * height / 1e6:.0f} MP) is above the decoding limit of "
+        f"{MAX_PIXELS / 1e6:.0f} MP"
+    )
     if image.format != "JPEG":
         raise ImageDecodeError(f"{too_big} (only JPEGs can be decoded at a reduced scale)")
     for reduction in JPEG_REDUCTIONS:

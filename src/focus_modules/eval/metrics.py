@@ -49,8 +49,9 @@ def box_coverage(box: Sequence[float], gt: Sequence[float]) -> float:
     return width * height / area
 
 
-def roi_hits(rois: Sequence[Sequence[Mapping[str, Any]]], gt_boxes: Sequence[Sequence[float]],
-             top_only: bool = False) -> list[bool]:
+def roi_hits(
+    rois: Sequence[Sequence[Mapping[str, Any]]], gt_boxes: Sequence[Sequence[float]], top_only: bool = False
+) -> list[bool]:
     """For each GT box: is it covered to at least 50 % by one of the proposed ROIs?
 
     Args:

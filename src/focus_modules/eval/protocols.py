@@ -70,8 +70,8 @@ def lmms_eval_letter(dataset: str, answer: str | None, options: Sequence[str]) -
       standalone letter; else the only A-D letter in the text.
     * HR-Bench: the option letter that appears as the only standalone letter among the
       options (punctuation removed); if none appears (nor the judge's "Z"), the only option
-      whose text the answer contains (lower case). lmms-eval then asks a GPT judge about answers neither rule resolves; no
-      judge runs here, so those count as unanswered.
+      whose text the answer contains (lower case). lmms-eval then asks a GPT judge about
+      answers neither rule resolves; no judge runs here, so those count as unanswered.
     * MME-RealWorld: answer prefixes ("The best answer is", ...) removed; more than ten words
       without a capital A-E gives nothing; else the first capital A-E anywhere in the text
       (so "Bus" reads as B, as in lmms-eval); else the letter X whose ``"(x)"`` contains the
@@ -111,8 +111,12 @@ def _vstar_letter(answer: str) -> str | None:
 
 
 # HR-Bench refusals lmms-eval maps to "no option" before matching.
-_REFUSALS = ("Sorry, I can't help with images of people yet.", "I can't process this file.",
-             "I'm sorry, but without the image provided", "Cannot determine the answer")
+_REFUSALS = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
+)
 
 
 def _hrbench_letter(answer: str, options: Sequence[str]) -> str | None:
@@ -130,8 +134,14 @@ def _hrbench_letter(answer: str, options: Sequence[str]) -> str | None:
     return contained[0] if len(contained) == 1 else None
 
 
-_MME_PREFIXES = ("The best answer is", "The correct answer is", "The answer is", "The answer",
-                 "The best option isThe correct option is", "Best answer:Best option:")
+_MME_PREFIXES = (
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option isThe correct option is",
+    "Best answer:Best option:",
+)
 
 
 def _mme_letter(answer: str, options: Sequence[str]) -> str | None:

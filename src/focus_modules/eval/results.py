@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 class ResultsLockedError(ValueError):
@@ -72,8 +72,8 @@ def shard_path(out: Path, rank: int) -> Path:
 
 def shard_paths(out: Path) -> list[Path]:
     """Every shard file of ``out`` on disk, whatever world size wrote it, in rank order."""
-    found = [p for p in out.parent.glob(f"{out.name}.rank*") if p.name[len(out.name) + 5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(out.name) + 5:]))
+    found = [p for p in out.parent.glob(f"{out.name}.rank*") if p.name[len(out.name) + 5 :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(out.name) + 5 :]))
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

@@ -53,7 +53,6 @@ from focus_modules.eval.results import (
 from focus_modules.wrapper import roi_record
 
 
-
 class Answerer(Protocol):
     """What the runner calls: ``FocusWrapper.answer`` (docs/design.md §7).
 
@@ -64,19 +63,40 @@ class Answerer(Protocol):
     the question whose search it reused).
     """
 
-    def answer(self, images: list, questions: list[str], options: list[list[str]] | None = None,
-               targets: list[list[str]] | None = None, method: str = "focus",
-               batch_size: int | None = None, answer_prompts: list[str | None] | None = None,
-               answer_scheme: str = "generate", search_keys: list | None = None) -> list[Any]: ...
+    def answer(
+        self,
+        images: list,
+        questions: list[str],
+        options: list[list[str]] | None = None,
+        targets: list[list[str]] | None = None,
+        method: str = "focus",
+        batch_size: int | None = None,
+        answer_prompts: list[str | None] | None = None,
+        answer_scheme: str = "generate",
+        search_keys: list | None = None,
+    ) -> list[Any]: ...
 
 
-def run_identity(dataset: str, method: str, config: Mapping[str, Any] | None, protocol: str = "paper",
-                 answer_scheme: str = "generate", extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_identity(
+    dataset: str,
+    method: str,
+    config: Mapping[str, Any] | None,
+    protocol: str = "paper",
+    answer_scheme: str = "generate",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """What determines a run's answers, recorded in every row as ``run``: the dataset, method,
     FOCUS config, protocol, answer scheme and package version, plus ``extra`` (the CLI adds the
     model and its fingerprint, the data files' fingerprint, option seed, dtype)."""
-    return {"dataset": dataset, "method": method, "config": config, "protocol": protocol,
-            "answer_scheme": answer_scheme, "package": f"focus-modules {__version__}", **(extra or {})}
+    return {
+        "dataset": dataset,
+        "method": method,
+        "config": config,
+        "protocol": protocol,
+        "answer_scheme": answer_scheme,
+        "package": f"focus-modules {__version__}",
+        **(extra or {}),
+    }
 
 
 def config_dict(config: Any) -> dict[str, Any] | None:
@@ -202,8 +222,14 @@ def run_eval(
         todo = [[q for q in unit if q.id not in done] for u, unit in enumerate(units) if u % world == rank]
         todo = [unit for unit in todo if unit]
         tally = _Tally([done[q.id] for q in mine if q.id in done])
-        bar = tqdm(total=len(mine), initial=len(mine) - sum(map(len, todo)), desc=f"{dataset} {method}", unit="q",
-                   disable=not progress or rank != 0, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(mine),
+            initial=len(mine) - sum(map(len, todo)),
+            desc=f"{dataset} {method}",
+            unit="q",
+            disable=not progress or rank != 0,
+            dynamic_ncols=True,
+        )
         if tally.n:
             bar.set_postfix(tally.postfix())
         target = out if world == 1 else shard_path(out, rank)
@@ -275,12 +301,14 @@ def _answered(out: Path, identity: Mapping[str, Any]) -> dict[str, dict[str, Any
             if differences:
                 raise ValueError(
                     f"{path} holds results of another run ({'; '.join(differences)}): pass --overwrite to "
-                    "replace them, or choose another --out")
+                    "replace them, or choose another --out"
+                )
             qid = str(row["id"])
             if qid in in_file:
                 raise ValueError(
                     f"{path} holds two rows for question {qid!r} (two runs wrote to it at once?): rerun with "
-                    "--overwrite to answer every question again, or delete the repeated lines")
+                    "--overwrite to answer every question again, or delete the repeated lines"
+                )
             in_file.add(qid)
             done.setdefault(qid, row)
     return done
@@ -310,8 +338,7 @@ def _answer_batch(batch: list[Question], answerer: Answerer, settings: _Settings
                 rows[question.id] = _error_row(base[question.id], reason)
             else:
                 peak = _peak_gpu_memory_gb() if peak is None else peak
-                rows[question.id] = _result_row(base[question.id], question, outcome, seconds, peak,
-                                                 settings.dataset)
+                rows[question.id] = _result_row(base[question.id], question, outcome, seconds, peak, settings.dataset)
                 if reduced[question.id] is not None:
                     _to_full_resolution(rows[question.id], reduced[question.id])
         for question, outcome, _ in outcomes:
@@ -322,18 +349,24 @@ def _answer_batch(batch: list[Question], answerer: Answerer, settings: _Settings
     return [rows[q.id] for q in batch]
 
 
-def _answer_each(questions: list[Question], images: list, answerer: Answerer, settings: _Settings,
-                 base: dict[str, dict[str, Any]]) -> list[tuple[Question, Any, float | None]]:
+def _answer_each(
+    questions: list[Question], images: list, answerer: Answerer, settings: _Settings, base: dict[str, dict[str, Any]]
+) -> list[tuple[Question, Any, float | None]]:
     """``(question, result or exception, seconds)`` per question: the whole group in one call
     (questions that share a search share it), and, if that call fails, each question alone,
     so that one failing question costs only its own row."""
     try:
         start = time.perf_counter()
         results = answerer.answer(
-            images, [q.question for q in questions], options=[list(q.options) for q in questions],
-            method=settings.method, batch_size=len(questions), answer_scheme=settings.answer_scheme,
+            images,
+            [q.question for q in questions],
+            options=[list(q.options) for q in questions],
+            method=settings.method,
+            batch_size=len(questions),
+            answer_scheme=settings.answer_scheme,
             answer_prompts=[base[q.id]["prompt"] for q in questions] if settings.protocol != "paper" else None,
-            search_keys=[_search_key(q) for q in questions] if settings.method == "focus" else None)
+            search_keys=[_search_key(q) for q in questions] if settings.method == "focus" else None,
+        )
         if len(results) != len(questions):
             raise RuntimeError(f"the answerer returned {len(results)} results for {len(questions)} questions")
         seconds = (time.perf_counter() - start) / len(questions)
@@ -341,8 +374,11 @@ def _answer_each(questions: list[Question], images: list, answerer: Answerer, se
     except Exception as err:  # noqa: BLE001 -- recorded in the question's row, never dropped
         if len(questions) == 1:
             return [(questions[0], err, None)]
-    return [item for question, image in zip(questions, images)
-            for item in _answer_each([question], [image], answerer, settings, base)]
+    return [
+        item
+        for question, image in zip(questions, images)
+        for item in _answer_each([question], [image], answerer, settings, base)
+    ]
 
 
 def _base_row(question: Question, settings: _Settings) -> dict[str, Any]:
@@ -388,8 +424,9 @@ def _error_row(base: dict[str, Any], reason: str) -> dict[str, Any]:
     }
 
 
-def _result_row(base: dict[str, Any], question: Question, result: Any, seconds: float,
-                peak: float | None, dataset: str) -> dict[str, Any]:
+def _result_row(
+    base: dict[str, Any], question: Question, result: Any, seconds: float, peak: float | None, dataset: str
+) -> dict[str, Any]:
     answer = result.answer
     forward_passes = {str(phase): int(count) for phase, count in dict(result.forward_passes).items()}
     fp_search = sum(forward_passes.get(phase, 0) for phase in SEARCH_PHASES)

@@ -14,13 +14,19 @@ from PIL import Image, ImageDraw
 TARGET_COLORS = ((255, 64, 64), (64, 160, 255), (64, 220, 96), (255, 200, 0), (220, 96, 255), (0, 220, 220))
 # The heat map's colour scale (inferno's anchor colours, linearly interpolated): dark purple
 # for low relevance through red and orange to pale yellow for the map's maximum.
-HEAT_SCALE = ((0.0, (0, 0, 4)), (0.25, (87, 16, 110)), (0.5, (188, 55, 84)), (0.75, (249, 142, 9)),
-              (1.0, (252, 255, 164)))
+HEAT_SCALE = (
+    (0.0, (0, 0, 4)),
+    (0.25, (87, 16, 110)),
+    (0.5, (188, 55, 84)),
+    (0.75, (249, 142, 9)),
+    (1.0, (252, 255, 164)),
+)
 HEAT_MAX_ALPHA = 210
 
 
-def render_result(image: Image.Image, result: Any, max_side: int = 768,
-                  map_extents: Sequence[Sequence[float]] | None = None) -> Image.Image:
+def render_result(
+    image: Image.Image, result: Any, max_side: int = 768, map_extents: Sequence[Sequence[float]] | None = None
+) -> Image.Image:
     """Draw ``result`` (a FocusWrapper result) over ``image``.
 
     Panel 0 shows the image with, for every target, its best ROI (thick) and its other
@@ -72,8 +78,9 @@ def _label(targets: list[str], t: int) -> str:
     return targets[t] if t < len(targets) else f"target {t}"
 
 
-def _draw_rois(draw: ImageDraw.ImageDraw, rois: Sequence[Any], scale: float, color: tuple[int, int, int],
-               label: str | None) -> None:
+def _draw_rois(
+    draw: ImageDraw.ImageDraw, rois: Sequence[Any], scale: float, color: tuple[int, int, int], label: str | None
+) -> None:
     for rank, roi in enumerate(rois):
         if rank > 0 and roi.confidence is None:
             continue  # proposed but never verified: not part of the decision

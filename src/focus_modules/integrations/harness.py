@@ -242,7 +242,7 @@ def generate_until(
             text_only = [i for i in chosen if not requests[i].images]
             step = batch_size or max(len(text_only), 1)
             for start in range(0, len(text_only), step):
-                group = text_only[start:start + step]
+                group = text_only[start : start + step]
                 texts = _generate_text(wrapper, [strip_image_placeholders(requests[i].context) for i in group], budget)
                 for i, text in zip(group, texts):
                     answers[i] = HarnessAnswer(cut_at_stops(text, requests[i].until), None)

@@ -20,9 +20,8 @@ from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
 
-from focus_modules.config import FocusConfig
+from focus_modules.config import METHODS, FocusConfig
 from focus_modules.integrations.harness import HarnessRequest, generate_until, generation_settings, question_for
-from focus_modules.config import METHODS
 
 MODEL_NAME = "focus"
 # lmms-eval's own default answer budget for a task that sets none (its llava_hf model's).
@@ -87,7 +86,9 @@ class FocusLmms(lmms):
 
         unknown = sorted(set(focus_fields) - set(FOCUS_CONFIG_FIELDS))
         if unknown:
-            raise ValueError(f"focus model_args: unknown {unknown}; FocusConfig fields: {', '.join(FOCUS_CONFIG_FIELDS)}")
+            raise ValueError(
+                f"focus model_args: unknown {unknown}; FocusConfig fields: {', '.join(FOCUS_CONFIG_FIELDS)}"
+            )
         if method not in METHODS:
             raise ValueError(f"focus model_args: method must be one of {METHODS}, got {method!r}")
         if isinstance(batch_size, str) and batch_size.isdigit():  # lmms-eval's --batch_size is text
@@ -98,8 +99,14 @@ class FocusLmms(lmms):
             raise NotImplementedError("the focus model runs in one process; start one lmms-eval run per GPU")
         overrides = parse_overrides([f"{name}={_override_text(value)}" for name, value in focus_fields.items()])
         self.wrapper, self.config = build_answerer(
-            str(pretrained), dtype, device or "auto", attn_implementation,
-            None if dataset in (None, "none") else dataset, int(n_steps), overrides)
+            str(pretrained),
+            dtype,
+            device or "auto",
+            attn_implementation,
+            None if dataset in (None, "none") else dataset,
+            int(n_steps),
+            overrides,
+        )
         self.method = method
         self.batch_size_per_gpu = batch_size
         self.max_new_tokens = int(max_new_tokens)
@@ -118,8 +125,9 @@ class FocusLmms(lmms):
             max_new_tokens, until = generation_settings(gen_kwargs, self.max_new_tokens)
             question = question_for(task, doc, context) if images else ""
             plain.append(HarnessRequest(context, images, question, max_new_tokens, until))
-        answers = generate_until(self.wrapper, plain, method=self.method, batch_size=self.batch_size,
-                                 progress=self.progress)
+        answers = generate_until(
+            self.wrapper, plain, method=self.method, batch_size=self.batch_size, progress=self.progress
+        )
         outputs = []
         for request, answer in zip(requests, answers):
             self.cache_hook.add_partial("generate_until", request.args[:2], answer.text)
@@ -129,11 +137,13 @@ class FocusLmms(lmms):
     def loglikelihood(self, requests: list[Instance]):
         raise NotImplementedError(
             "the focus model answers generate_until tasks only (FOCUS generates an answer after its "
-            "search); this task asks for loglikelihood")
+            "search); this task asks for loglikelihood"
+        )
 
     def generate_until_multi_round(self, requests: list[Instance]):
         raise NotImplementedError(
-            "the focus model answers single-round generate_until tasks only; this task is multi-round")
+            "the focus model answers single-round generate_until tasks only; this task is multi-round"
+        )
 
 
 def _override_text(value: Any) -> str:
@@ -152,5 +162,6 @@ def _images(visuals: Any, task: str) -> list[Image.Image]:
         if not isinstance(visual, Image.Image):
             raise NotImplementedError(
                 f"task {task!r}: the focus model answers image tasks; got a {type(visual).__name__} visual "
-                "(video or audio)")
+                "(video or audio)"
+            )
     return flat

@@ -69,7 +69,8 @@ class FocusVLMEvalKitModel:
         images = [item["value"] for item in items if item["type"] == "image"]
         text = "\n".join(item["value"] for item in items if item["type"] == "text")
         question = generic_question(text) if images else ""
-        [answer] = generate_until(self.wrapper, [HarnessRequest(text, images, question, self.max_new_tokens)],
-                                  method=self.method)
+        [answer] = generate_until(
+            self.wrapper, [HarnessRequest(text, images, question, self.max_new_tokens)], method=self.method
+        )
         self.records.append(answer.log_record())
         return answer.text

@@ -57,15 +57,35 @@ class RoiProposer(nn.Module):
     @classmethod
     def from_config(cls, cfg: FocusConfig) -> RoiProposer:
         """The proposer with ``cfg``'s proposal hyper-parameters."""
-        return cls(k=cfg.k, s_min=cfg.s_min, s_max=cfg.s_max, s_dist=cfg.s_dist,
-                   expand_threshold=cfg.expand_threshold, nms_threshold=cfg.nms_threshold,
-                   smooth_sigma=cfg.smooth_sigma, downsample=cfg.downsample)
+        return cls(
+            k=cfg.k,
+            s_min=cfg.s_min,
+            s_max=cfg.s_max,
+            s_dist=cfg.s_dist,
+            expand_threshold=cfg.expand_threshold,
+            nms_threshold=cfg.nms_threshold,
+            smooth_sigma=cfg.smooth_sigma,
+            downsample=cfg.downsample,
+        )
 
     def forward(self, maps: Tensor, grid_hw: Tensor, valid_mask: Tensor | None = None) -> RoiSet:
-        return propose_rois(maps, grid_hw, self.k, self.s_min, self.s_max, self.s_dist, self.expand_threshold,
-                            self.nms_threshold, self.smooth_sigma, self.downsample, valid_mask)
+        return propose_rois(
+            maps,
+            grid_hw,
+            self.k,
+            self.s_min,
+            self.s_max,
+            self.s_dist,
+            self.expand_threshold,
+            self.nms_threshold,
+            self.smooth_sigma,
+            self.downsample,
+            valid_mask,
+        )
 
     def extra_repr(self) -> str:
-        return (f"k={self.k}, s_min={self.s_min}, s_max={self.s_max}, s_dist={self.s_dist}, "
-                f"expand_threshold={self.expand_threshold}, nms_threshold={self.nms_threshold}, "
-                f"smooth_sigma={self.smooth_sigma}, downsample={self.downsample}")
+        return (
+            f"k={self.k}, s_min={self.s_min}, s_max={self.s_max}, s_dist={self.s_dist}, "
+            f"expand_threshold={self.expand_threshold}, nms_threshold={self.nms_threshold}, "
+            f"smooth_sigma={self.smooth_sigma}, downsample={self.downsample}"
+        )

@@ -89,9 +89,7 @@ class ValueCapture:
         capture.values.shape  # [B, 18, N, H_kv, D]
     """
 
-    def __init__(
-        self, model: nn.Module, layers: Sequence[int], decoder_layers: nn.ModuleList | None = None
-    ) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[int], decoder_layers: nn.ModuleList | None = None) -> None:
         self.decoder_layers = decoder_layers if decoder_layers is not None else find_decoder_layers(model)
         if len(layers) != 2:
             raise ValueError(f"layers must be a half-open range (l, L), got {layers}")

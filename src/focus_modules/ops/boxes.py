@@ -17,7 +17,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-
 # (x, y) / (w, h) / (h, w) pairs: a [..., 2] tensor or nested sequences like [[640, 480], ...].
 Pairs = Tensor | Sequence[Sequence[float]]
 

@@ -143,10 +143,12 @@ def propose_rois(
         >>> rois.boxes[:, 0]  # [B, 4] cells (x1, y1, x2, y2): 2 x 2 would average 0.45 < 0.5 x 1.0
         tensor([[2., 5., 3., 6.]])
     """
-    check_roi_inputs(maps, grid_hw, k, s_min, s_max, s_dist, expand_threshold, nms_threshold,
-                     smooth_sigma, downsample, valid_mask)
-    candidates = candidate_rois(maps, grid_hw.to(maps.device), k, s_min, s_max, s_dist, expand_threshold,
-                                smooth_sigma, downsample, valid_mask)
+    check_roi_inputs(
+        maps, grid_hw, k, s_min, s_max, s_dist, expand_threshold, nms_threshold, smooth_sigma, downsample, valid_mask
+    )
+    candidates = candidate_rois(
+        maps, grid_hw.to(maps.device), k, s_min, s_max, s_dist, expand_threshold, smooth_sigma, downsample, valid_mask
+    )
     return suppress_overlaps(candidates, nms_threshold)
 
 
@@ -381,8 +383,9 @@ def suppress_overlaps(rois: RoiSet, nms_threshold: float) -> RoiSet:
     # Strictly decreasing priorities: the (already score-sorted, tie-broken) rank order.
     priority = torch.arange(slots, 0, -1, device=device, dtype=torch.float32).repeat(batch)
     image = torch.arange(batch, device=device).repeat_interleave(slots)
-    kept = batched_nms(rois.boxes.flatten(0, 1)[candidates], priority[candidates], image[candidates],
-                       nms_threshold + NMS_TIE_MARGIN)
+    kept = batched_nms(
+        rois.boxes.flatten(0, 1)[candidates], priority[candidates], image[candidates], nms_threshold + NMS_TIE_MARGIN
+    )
     valid = torch.zeros(batch * slots, dtype=torch.bool, device=device)
     valid[candidates[kept]] = True
     valid = valid.view(batch, slots)

@@ -161,8 +161,9 @@ def _relevance_scores_triton(values, target_idx, visual_idx, attention_mask):
 def _launch_kernels(values, target_idx, visual_idx, attention_mask, wrap=None) -> Tensor:
     from focus_modules.kernels.relevance_map import relevance_scores_triton
 
-    return relevance_scores_triton(values, target_idx, visual_idx, attention_mask,
-                                   norm_eps=NORM_EPS, denominator_eps=DENOMINATOR_EPS, wrap=wrap)
+    return relevance_scores_triton(
+        values, target_idx, visual_idx, attention_mask, norm_eps=NORM_EPS, denominator_eps=DENOMINATOR_EPS, wrap=wrap
+    )
 
 
 @functools.cache
@@ -207,9 +208,7 @@ def check_relevance_inputs(
     if grid_hw.shape != (batch, 2):
         raise ValueError(f"grid_hw must have shape [B={batch}, 2], got {tuple(grid_hw.shape)}")
     if attention_mask is not None and attention_mask.shape != (batch, seq_len):
-        raise ValueError(
-            f"attention_mask must have shape [B={batch}, N={seq_len}], got {tuple(attention_mask.shape)}"
-        )
+        raise ValueError(f"attention_mask must have shape [B={batch}, N={seq_len}], got {tuple(attention_mask.shape)}")
 
     for name, idx in (("target_idx", target_idx), ("visual_idx", visual_idx)):
         bad = (idx < -1) | (idx >= seq_len)

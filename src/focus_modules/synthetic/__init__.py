@@ -13,7 +13,7 @@ the object's name as the question writes it. Boxes are integer pixel edges ``(x1
 
 from .crops import context_crop_box
 from .questions import ATTRIBUTE_TEMPLATE, COUNTING_TEMPLATE, SPATIAL_TEMPLATE
-from .records import QUESTION_FAMILIES, Box, SceneQuestion, SceneObject, xyxy_to_xywh
+from .records import QUESTION_FAMILIES, Box, SceneObject, SceneQuestion, xyxy_to_xywh
 from .scene import Scene, SceneConfig, canvas_size, make_scene, parse_target, scene_rng
 from .shapes import COLORS, MARK_COLORS, PLURALS, SHAPES, mark_mask, shape_mask
 from .vstar import FAMILY_DIRS, vstar_record, write_vstar_layout
@@ -29,7 +29,7 @@ __all__ = [
     "SHAPES",
     "SPATIAL_TEMPLATE",
     "Box",
-    "Question",
+    "SceneQuestion",
     "Scene",
     "SceneConfig",
     "SceneObject",

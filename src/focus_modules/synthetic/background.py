@@ -26,8 +26,7 @@ def _blotches(rng: np.random.Generator, size: tuple[int, int], amplitude: float)
     grid_w, grid_h = max(2, width // 160), max(2, height // 160)
     coarse = rng.normal(0, 1, (grid_h, grid_w, 1)) + 0.3 * rng.normal(0, 1, (grid_h, grid_w, 3))
     channels = [
-        np.asarray(Image.fromarray(coarse[..., c].astype(np.float32)).resize(size, Image.BICUBIC))
-        for c in range(3)
+        np.asarray(Image.fromarray(coarse[..., c].astype(np.float32)).resize(size, Image.BICUBIC)) for c in range(3)
     ]
     field = np.stack(channels, axis=-1)
     field *= amplitude

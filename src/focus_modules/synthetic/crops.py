@@ -6,6 +6,7 @@ Boxes are pixel-edge xyxy in the scene's image; ``scene.crop(box)`` gives the pi
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 
 from .records import Box

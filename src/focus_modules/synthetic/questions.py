@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .records import SceneQuestion, SceneObject
+from .records import SceneObject, SceneQuestion
 from .shapes import MARK_COLORS, PLURALS
 
 ATTRIBUTE_TEMPLATE = "What is the mark color of the {name}?"

@@ -31,7 +31,7 @@ from PIL import Image
 
 from .background import render_background
 from .questions import attribute_questions, counting_question, spatial_questions
-from .records import QUESTION_FAMILIES, Box, SceneQuestion, SceneObject, boxes_intersect
+from .records import QUESTION_FAMILIES, Box, SceneObject, SceneQuestion, boxes_intersect
 from .shapes import COLORS, MARK_COLORS, SHAPES, mark_mask, shape_mask
 
 Seed = int | Sequence[int]
@@ -82,8 +82,7 @@ class SceneConfig:
             raise ValueError("aspect_ratios must not be empty")
         if not 8 <= self.object_size[0] <= self.object_size[1] <= low // 4:
             raise ValueError(
-                "object_size must be (min, max) with 8 <= min <= max <= canvas min side / 4, "
-                f"got {self.object_size}"
+                f"object_size must be (min, max) with 8 <= min <= max <= canvas min side / 4, got {self.object_size}"
             )
         if not 2 <= self.n_single <= len(COLORS) - 2:
             raise ValueError(f"n_single must be in 2..{len(COLORS) - 2} (colours are unique), got {self.n_single}")
@@ -242,7 +241,7 @@ def make_scene(seed: Seed, config: SceneConfig | None = None) -> Scene:
     colors = [list(COLORS)[i] for i in rng.permutation(len(COLORS))]
     shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))]
     count_shape, count_color = shapes[config.n_single], colors[config.n_single]
-    decoy_colors = colors[config.n_single + 1:]
+    decoy_colors = colors[config.n_single + 1 :]
     specs = [(shape, color, True) for shape, color in zip(shapes[: config.n_single], colors)]
     count = int(rng.integers(config.count_range[0], config.count_range[1] + 1))
     specs += [(count_shape, count_color, False)] * count

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-
 # The llava-hf/llava-1.5-7b-hf chat template.
 LLAVA_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
@@ -35,8 +34,14 @@ SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
 TOKEN_PATTERN = r"\w+|[^\w\s]|\n"
 
 
-def build_tokenizer(vocab: list[str], specials: Iterable[str] = SPECIAL_TOKENS, bos: str | None = "<s>",
-                    eos: str = "</s>", unk: str = "<unk>", pad: str = "<pad>"):
+def build_tokenizer(
+    vocab: list[str],
+    specials: Iterable[str] = SPECIAL_TOKENS,
+    bos: str | None = "<s>",
+    eos: str = "</s>",
+    unk: str = "<unk>",
+    pad: str = "<pad>",
+):
     """A fast WordLevel tokenizer over ``specials`` then ``vocab`` (words of :data:`TOKEN_PATTERN`),
     no network; ``bos`` (if any) is prepended to every text, as Llama's tokenizer does (Qwen's
     does not)."""
@@ -51,7 +56,11 @@ def build_tokenizer(vocab: list[str], specials: Iterable[str] = SPECIAL_TOKENS, 
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, ids[bos])])
     tok.add_special_tokens(specials)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token=unk, pad_token=pad,
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        unk_token=unk,
+        pad_token=pad,
         model_input_names=["input_ids", "attention_mask"],
     )
 

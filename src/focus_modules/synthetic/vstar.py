@@ -50,8 +50,9 @@ def vstar_record(scene: Scene, question: SceneQuestion) -> dict:
         "question_type": question.question_type,
         "bbox_target": list(question.box_target),
         "image_size": list(scene.size),
-        "objects": [{"shape": o.shape, "color": o.color, "mark": o.mark, "bbox": xyxy_to_xywh(o.box)}
-                    for o in scene.objects],
+        "objects": [
+            {"shape": o.shape, "color": o.color, "mark": o.mark, "bbox": xyxy_to_xywh(o.box)} for o in scene.objects
+        ],
     }
 
 
