@@ -5,8 +5,10 @@
 runs, exactly as a user would::
 
     python -m focus_modules.synthetic --out WORK/data --n N --seed SEED
-    focus eval --model CKPT --dataset vstar --data WORK/data --categories all --method vanilla ...
-    focus eval --model CKPT --dataset vstar --data WORK/data --categories all --method focus --n-steps 2 ...
+    focus eval --model CKPT --dataset vstar --data WORK/data --categories all --method vanilla --answer-scheme logits
+    focus eval --model CKPT ... --method focus --n-steps 2 --answer-scheme logits ...
+
+(the answer scheme of both methods: ``focus_modules.synthetic.tiny_llava.TINY_ANSWER_SCHEME``)
 
 then summarises the result files per category with the harness's own scoring
 (``focus_modules.eval.metrics.summarize``): strict accuracy, search forward passes, ROI recall
@@ -28,9 +30,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from focus_modules.config import ANSWER_SCHEMES
 from focus_modules.demo import BENCHMARK_FILE
 from focus_modules.eval.metrics import summarize
-from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT
+from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, TINY_ANSWER_SCHEME
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tiny_model_heldout.json"
 METHODS = (("vanilla", ["--method", "vanilla"]), ("FOCUS n_steps=2", ["--method", "focus", "--n-steps", "2"]))
@@ -64,6 +67,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=9001, help="held-out dataset seed")
     parser.add_argument("--work", type=Path, default=Path("runs/tiny-heldout"))
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--answer-scheme", choices=ANSWER_SCHEMES, default=TINY_ANSWER_SCHEME)
     args = parser.parse_args(argv)
     data = args.work / f"data_n{args.n}_seed{args.seed}"
     commands = [
@@ -96,6 +100,8 @@ def main(argv=None) -> None:
                 "--categories",
                 "all",
                 *flags,
+                "--answer-scheme",
+                args.answer_scheme,
                 "--batch-size",
                 str(args.batch_size),
                 "--device",
@@ -117,6 +123,7 @@ def main(argv=None) -> None:
     report = {
         "model": str(args.model),
         "questions": f"{args.n} per family, seed {args.seed}",
+        "answer_scheme": args.answer_scheme,
         "commands": shown,
         "machine": f"{platform.machine()} CPU, {platform.python_version()}",
         "methods": tables,
@@ -132,6 +139,7 @@ def main(argv=None) -> None:
     ]
     demo_summary = {
         "questions": f"{3 * args.n} questions ({args.n} per family, seed {args.seed})",
+        "answer_scheme": args.answer_scheme,
         "rows": demo_rows,
         "commands": [c.replace(str(args.model), "CHECKPOINT") for c in shown],
     }

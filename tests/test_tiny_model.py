@@ -14,7 +14,12 @@ from focus_modules import cli
 from focus_modules.adapters import LlavaAdapter, adapter_for
 from focus_modules.synthetic import write_vstar_layout
 from focus_modules.synthetic.heldout import REGRESSION_SEED
-from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, load_tiny_focus_llava, tiny_focus_config
+from focus_modules.synthetic.tiny_llava import (
+    SHIPPED_CHECKPOINT,
+    TINY_ANSWER_SCHEME,
+    load_tiny_focus_llava,
+    tiny_focus_config,
+)
 
 REGRESSION_QUESTIONS = 40
 # FOCUS - vanilla on the attribute questions, in points: the target of the tiny model.
@@ -73,7 +78,8 @@ def test_stock_adapter_serves_it(shipped):
 @pytest.fixture(scope="module")
 def regression_run(tmp_path_factory):
     """40 held-out attribute questions written by the public writer, answered by ``focus eval``
-    with vanilla and with FOCUS (n_steps = 2, the checkpoint's own settings)."""
+    with vanilla and with FOCUS (n_steps = 2, the checkpoint's own settings), both with the tiny
+    model's answer scheme."""
     root = tmp_path_factory.mktemp("regression")
     write_vstar_layout(
         root / "data", REGRESSION_QUESTIONS, seed=REGRESSION_SEED, families=("attribute",), progress=False
@@ -97,6 +103,8 @@ def regression_run(tmp_path_factory):
                     method,
                     "--n-steps",
                     "2",
+                    "--answer-scheme",
+                    TINY_ANSWER_SCHEME,
                     "--batch-size",
                     "8",
                     "--device",

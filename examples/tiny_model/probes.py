@@ -9,9 +9,12 @@
   the object, by the Yes/No logits (what FOCUS's step V reads);
 - ``mark_ideal_crop``: the multiple-choice mark question on an ROI-sized crop around the object
   (``s_min`` to ``s_max`` map cells of the checkpoint's FOCUS settings: the view FOCUS answers
-  from when it finds the object), strict letter match;
+  from when it finds the object), strict letter match; ``_open``: the same crop, open-ended, the
+  reply equal to the answer; ``mark_tight_crop_open``: open-ended on a crop 1.2-2.5 x the object;
 - ``map_hit_layers_a_b``: the argmax cell of the relevance map of "Is there a {target}?" on the
-  whole image lies within one cell of the target, per range of decoder layers.
+  whole image lies within one cell of the target, per range of decoder layers;
+  ``map_top10pct_layers_a_b``: a cell within one cell of the target is among the map's top
+  tenth; ``_tokenI``: the map of target token I alone (0: the colour word, 1: the shape word).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,13 +31,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data import SampleMaker, TrainingScene, roi_box, shuffled_options  # noqa: E402
+from data import TIGHT_CONTEXT, SampleMaker, TrainingScene, roi_box, shuffled_options  # noqa: E402
 
 from focus_modules import targets as target_text  # noqa: E402
 from focus_modules.adapters import LlavaAdapter  # noqa: E402
 from focus_modules.adapters.base import FinalView  # noqa: E402
 from focus_modules.functional import relevance_map  # noqa: E402
 from focus_modules.modules.value_capture import ValueCapture  # noqa: E402
+from focus_modules.synthetic.crops import context_crop_box  # noqa: E402
 from focus_modules.synthetic.heldout import VALIDATION_SEED_TAG  # noqa: E402
 from focus_modules.synthetic.records import boxes_intersect  # noqa: E402
 from focus_modules.synthetic.scene import scene_rng  # noqa: E402
@@ -66,6 +71,12 @@ def probe(model, adapter, config, scenes: int, layer_ranges) -> dict[str, list[b
             shown, letter = shuffled_options(question.options, rng)
             enc = adapter.encode_answer(FinalView([ts.pixels.crop(box)], "crop", [box]), question.question, shown)
             add("mark_ideal_crop", adapter.generate(adapter.collate([enc]), 4)[0].strip() == letter)
+            view = FinalView([ts.pixels.crop(box)], "crop", [box])
+            enc = adapter.encode_answer(view, question.question, None)
+            add("mark_ideal_crop_open", adapter.generate(adapter.collate([enc]), 4)[0].strip() == question.answer)
+            tight = context_crop_box(list(question.boxes), scene.size, rng, TIGHT_CONTEXT, min_side=8)
+            enc = adapter.encode_answer(FinalView([ts.pixels.crop(tight)], "crop", [tight]), question.question, None)
+            add("mark_tight_crop_open", adapter.generate(adapter.collate([enc]), 4)[0].strip() == question.answer)
             enc = adapter.encode_existence(ts.pixels, question.target_object[0])
             batch = adapter.collate([enc])
             with ValueCapture(model, (0, adapter.num_layers()), decoder_layers=adapter.decoder_layers()) as capture:
@@ -76,17 +87,28 @@ def probe(model, adapter, config, scenes: int, layer_ranges) -> dict[str, list[b
             ox, oy = (float(v) for v in enc.geometry.origin)
             target = question.boxes[0]
             grown = (target[0] - cell, target[1] - cell, target[2] + cell, target[3] + cell)
+            cells = [
+                (ox + c * cell, oy + r * cell, ox + (c + 1) * cell, oy + (r + 1) * cell)
+                for r in range(enc.grid_hw[0])
+                for c in range(w)
+            ]
+            near = torch.tensor([boxes_intersect(box, grown) for box in cells])
+            tokens = {
+                "": enc.target_positions,
+                **{f"_token{i}": enc.target_positions[i : i + 1] for i in range(len(enc.target_positions))},
+            }
             for a, b in layer_ranges:
-                m = relevance_map(
-                    values[:, a:b],
-                    (enc.target_positions + offset)[None],
-                    (enc.visual_positions + offset)[None],
-                    torch.tensor([enc.grid_hw]),
-                    batch.inputs["attention_mask"],
-                )[0]
-                row, col = divmod(int(m.flatten().argmax()), w)
-                top = (ox + col * cell, oy + row * cell, ox + (col + 1) * cell, oy + (row + 1) * cell)
-                add(f"map_hit_layers_{a}_{b}", boxes_intersect(top, grown))
+                for suffix, positions in tokens.items():
+                    m = relevance_map(
+                        values[:, a:b],
+                        (positions + offset)[None],
+                        (enc.visual_positions + offset)[None],
+                        torch.tensor([enc.grid_hw]),
+                        batch.inputs["attention_mask"],
+                    )[0].flatten()
+                    add(f"map_hit_layers_{a}_{b}{suffix}", bool(near[int(m.argmax())]))
+                    # The target's best cell among the map's top tenth of cells.
+                    add(f"map_top10pct_layers_{a}_{b}{suffix}", bool((m > m[near].max()).float().mean() < 0.1))
     return results
 
 
@@ -96,17 +118,29 @@ def main(argv=None) -> None:
     parser.add_argument("--scenes", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--all-layer-ranges", action="store_true", help="every (a, b) range, not a few")
+    parser.add_argument("--out", type=Path, default=None, help="also write the rates as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, processor = load_tiny_focus_llava(args.model)
     adapter = LlavaAdapter(model, processor)
     n = adapter.num_layers()
     ranges = (
-        list(itertools.combinations(range(n + 1), 2)) if args.all_layer_ranges else [(0, n), (1, 4), (3, n), (0, 2)]
+        list(itertools.combinations(range(n + 1), 2))
+        if args.all_layer_ranges
+        else [(0, 1), (0, 2), (1, 4), (3, n), (0, n)]
     )
     with torch.no_grad():
         results = probe(model, adapter, tiny_focus_config(path=args.model), args.scenes, ranges)
-    print(json.dumps({k: [round(float(np.mean(v)), 3), len(v)] for k, v in results.items()}, indent=1))
+    rates = {k: {"rate": round(float(np.mean(v)), 3), "n": len(v)} for k, v in results.items()}
+    print(json.dumps(rates, indent=1))
+    if args.out is not None:
+        report = {
+            "checkpoint": str(args.model),
+            "scenes": f"{args.scenes} validation scenes ({VALIDATION_SEED_TAG}, 0, i)",
+            "command": shlex.join(["python", "examples/tiny_model/probes.py", *(argv or sys.argv[1:])]),
+            "results": rates,
+        }
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

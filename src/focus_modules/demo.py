@@ -47,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     from focus_modules.adapters.base import OPTION_LETTERS
     from focus_modules.eval.viz import render_result
-    from focus_modules.synthetic import make_scene, scene_rng
-    from focus_modules.synthetic.heldout import DEMO_SEED_TAG
-    from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, load_tiny_focus_llava, tiny_focus_config
-    from focus_modules.synthetic.vstar import jpeg_round_trip
+    from focus_modules.synthetic.tiny_llava import (
+        SHIPPED_CHECKPOINT,
+        TINY_ANSWER_SCHEME,
+        load_tiny_focus_llava,
+        tiny_focus_config,
+    )
     from focus_modules.wrapper import FocusWrapper
 
     if args.n_steps < 1 or args.scene < 0:
@@ -58,15 +60,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     checkpoint = args.model or SHIPPED_CHECKPOINT
     model, processor = load_tiny_focus_llava(checkpoint)
-    scene = make_scene((DEMO_SEED_TAG, 0, args.scene))
-    image = jpeg_round_trip(scene.image)
-    questions = scene.questions_of(args.family)
-    if not questions:
-        raise ValueError(f"demo scene {args.scene} has no {args.family} question; try another --scene")
-    question = questions[0]
-    order = scene_rng((DEMO_SEED_TAG, 1, args.scene)).permutation(len(question.options))
-    options = [question.options[i] for i in order]
-    correct = OPTION_LETTERS[list(order).index(0)]
+    scene, image, question, options, correct = demo_case(args.scene, args.family)
 
     config = tiny_focus_config(args.n_steps, checkpoint)
     wrapper = FocusWrapper(model, processor, config)
@@ -78,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"Question: {question.question}")
     for letter, option in zip(OPTION_LETTERS, options):
         print(f"  ({letter}) {option}" + ("   <- correct" if letter == correct else ""))
-    vanilla = wrapper.answer([image], [question.question], options=[options], method="vanilla")[0]
-    focus = wrapper.answer([image], [question.question], options=[options], method="focus")[0]
+    print(f"Answer scheme: {TINY_ANSWER_SCHEME} (each option's text scored as the reply), for both methods")
+    vanilla, focus = (
+        wrapper.answer(
+            [image], [question.question], options=[options], method=method, answer_scheme=TINY_ANSWER_SCHEME
+        )[0]
+        for method in ("vanilla", "focus")
+    )
     for name, result in (("vanilla", vanilla), (f"FOCUS (n_steps={args.n_steps})", focus)):
         verdict = "correct" if result.answer.strip() == correct else "wrong"
         fps = ", ".join(f"{phase} {count}" for phase, count in result.forward_passes.items())
@@ -99,6 +98,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_case(index: int, family: str = "attribute"):
+    """Demo scene ``index``: ``(scene, image as decoded from its JPEG, question, options in the
+    order shown, letter of the correct one)``; the first question of ``family`` is asked.
+
+    Raises:
+        ValueError: the scene has no question of ``family``.
+    """
+    from focus_modules.adapters.base import OPTION_LETTERS
+    from focus_modules.synthetic import make_scene, scene_rng
+    from focus_modules.synthetic.heldout import DEMO_SEED_TAG
+    from focus_modules.synthetic.vstar import jpeg_round_trip
+
+    scene = make_scene((DEMO_SEED_TAG, 0, index))
+    questions = scene.questions_of(family)
+    if not questions:
+        raise ValueError(f"demo scene {index} has no {family} question; try another --scene")
+    question = questions[0]
+    order = scene_rng((DEMO_SEED_TAG, 1, index)).permutation(len(question.options))
+    options = [question.options[i] for i in order]
+    return scene, jpeg_round_trip(scene.image), question, options, OPTION_LETTERS[list(order).index(0)]
+
+
 def print_benchmark(path: Path) -> None:
     """The held-out benchmark's measured rates for this checkpoint, and how to reproduce them:
     one example proves nothing, these numbers are the evidence."""
@@ -106,7 +127,8 @@ def print_benchmark(path: Path) -> None:
         print(f"(no {BENCHMARK_FILE} beside this checkpoint: its held-out rates were not measured)")
         return
     bench = json.loads(path.read_text())
-    print(f"\nMeasured on {bench['questions']} (held-out scenes, never trained on):")
+    scheme = f", answer scheme {bench['answer_scheme']}" if "answer_scheme" in bench else ""
+    print(f"\nMeasured on {bench['questions']} (held-out scenes, never trained on{scheme}):")
     for row in bench["rows"]:
         cells = ", ".join(f"{family} {acc:.1f} %" for family, acc in row["accuracy"].items())
         print(f"  {row['method']:>18}: {cells}; search forward passes {row['fp_search_mean']:.2f}")

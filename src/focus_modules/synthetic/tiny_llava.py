@@ -68,6 +68,11 @@ def build_tokenizer(
 # The checkpoint trained by ``examples/tiny_model/train.py`` (in the repository) and shipped in the
 # package (model card: its README.md).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "tiny-focus-llava"
+# How the tiny model's benchmark, demo and regression test answer multiple-choice questions, for
+# vanilla and FOCUS alike: logits matching (the paper's C.5 scheme, ``--answer-scheme logits``):
+# each option's text is scored as the reply. The tiny language model reads the mark when asked
+# open-ended but does not learn to map it to an option letter (model card: measured per link).
+TINY_ANSWER_SCHEME = "logits"
 
 
 def load_tiny_focus_llava(path: str | Path = SHIPPED_CHECKPOINT):
@@ -84,8 +89,8 @@ def load_tiny_focus_llava(path: str | Path = SHIPPED_CHECKPOINT):
 
 def tiny_focus_config(n_steps: int = 8, path: str | Path = SHIPPED_CHECKPOINT):
     """FocusConfig for a tiny checkpoint: LLaVA-1.5's V*Bench preset (Table 7) with the
-    checkpoint's own ``focus_config.json`` (the decoder layers its model card chose on
-    validation scenes)."""
+    checkpoint's own ``focus_config.json`` (the settings its model card chose on validation
+    scenes)."""
     from focus_modules.config import FocusConfig, read_model_settings
 
     settings = {k: v for k, v in read_model_settings(path).items() if k != "n_steps"}
