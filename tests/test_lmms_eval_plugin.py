@@ -172,6 +172,19 @@ def test_focus_is_registered_through_the_entry_point():
     assert get_model("focus").__name__ == "FocusLmms"
 
 
+def test_focus_is_registered_when_the_plugin_module_is_imported_first():
+    """Importing the plugin module before lmms-eval's registry exists (a user's script, or a
+    documentation tool walking the package) must not leave ``focus`` out of the registry."""
+    script = (
+        "import focus_modules.integrations.lmms_eval_model\n"
+        "from lmms_eval.models import MODEL_REGISTRY_V2\n"
+        "print(MODEL_REGISTRY_V2.resolve('focus').class_path)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("lmms_eval_model.FocusLmms")
+
+
 def test_unsupported_requests_and_arguments_fail_clearly(evaluation):
     from lmms_eval.models import get_model
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
-from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
 
 from focus_modules.config import METHODS, FocusConfig
@@ -29,8 +28,17 @@ DEFAULT_MAX_NEW_TOKENS = 1024
 FOCUS_CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(FocusConfig))
 
 
-def manifest() -> ModelManifest:
-    """The entry point's payload: model id ``focus`` -> :class:`FocusLmms`."""
+def manifest():
+    """The entry point's payload: model id ``focus`` -> :class:`FocusLmms` (lmms-eval's
+    ``ModelManifest``).
+
+    ``lmms_eval.models`` is imported here, not at the top: importing it builds lmms-eval's model
+    registry, which loads this entry point; from the top of this module that would find the
+    module half-initialised, and lmms-eval would leave ``focus`` out of the registry for the
+    rest of the process.
+    """
+    from lmms_eval.models.registry_v2 import ModelManifest
+
     return ModelManifest(model_id=MODEL_NAME, simple_class_path=f"{__name__}.FocusLmms")
 
 
