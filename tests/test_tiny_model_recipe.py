@@ -27,8 +27,9 @@ from data import (  # noqa: E402
 from model import build_tiny_focus_llava  # noqa: E402
 
 from focus_modules.adapters import LlavaAdapter  # noqa: E402
+from focus_modules.config import SETTINGS_FILE  # noqa: E402
 from focus_modules.synthetic import COLORS, MARK_COLORS  # noqa: E402
-from focus_modules.synthetic.tiny_llava import tiny_focus_config  # noqa: E402
+from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, tiny_focus_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -146,13 +147,33 @@ def test_training_runs_resumes_and_the_probes_read_the_checkpoint(tmp_path):
     assert "resumed at step 1" in second.stdout
     log = json.loads((tmp_path / "run" / "training_log.json").read_text())
     assert log["steps"] == 4 and (tmp_path / "run" / "step_4" / "model.safetensors").is_file()
+    # every checkpoint carries the run's FOCUS settings (by default the shipped model's)
+    shipped = json.loads((SHIPPED_CHECKPOINT / SETTINGS_FILE).read_text())
+    assert json.loads((tmp_path / "run" / "step_4" / SETTINGS_FILE).read_text()) == shipped
     probes = subprocess.run(
-        [sys.executable, str(RECIPE / "probes.py"), "--model", str(tmp_path / "run"), "--scenes", "1"],
+        [
+            sys.executable,
+            str(RECIPE / "probes.py"),
+            "--model",
+            str(tmp_path / "run"),
+            "--scenes",
+            "1",
+            "--out",
+            str(tmp_path / "links.json"),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert probes.returncode == 0, probes.stderr[-3000:]
     results = json.loads(probes.stdout)
-    assert {"step1_exact", "mark_ideal_crop", "existence_roi_Yes", "map_hit_layers_0_6"} <= set(results)
-    assert all(0.0 <= mean <= 1.0 and n > 0 for mean, n in results.values())
+    assert {
+        "step1_exact",
+        "mark_ideal_crop",
+        "mark_ideal_crop_open",
+        "existence_roi_Yes",
+        "map_hit_layers_0_6",
+        "map_top10pct_layers_0_1_token0",
+    } <= set(results)
+    assert all(0.0 <= r["rate"] <= 1.0 and r["n"] > 0 for r in results.values())
+    assert json.loads((tmp_path / "links.json").read_text())["results"] == results
