@@ -16,7 +16,7 @@ then summarises the result files per category with the harness's own scoring
 ``benchmarks/results/tiny_model_heldout.json`` (every figure, the commands, the machine) and
 the short summary the demo prints (``heldout_benchmark.json`` beside the checkpoint), and
 prints the README's table. Seed 9001 scenes are ``(9001, family, i)``: never trained on
-(training draws ``(7001, 0, i)``, the probes ``(9501, 0, i)``).
+(training draws ``(7001, s, i)``, the probes ``(9501, 0, i)``).
 """
 
 from __future__ import annotations

@@ -131,14 +131,9 @@ def test_both_methods_run_every_step_on_heldout_questions(regression_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped checkpoint does not reach the lift yet (model card: the mark "
-    "is read on tight crops, not on ROI-sized ones, and the maps rarely find the object); a "
-    "checkpoint that does makes this test pass, and then the marker must go",
-)
 def test_focus_beats_vanilla_on_heldout_attribute_questions(regression_run):
     vanilla, focus = regression_run["vanilla"][0], regression_run["focus"][0]
+    print(f"regression set: vanilla {vanilla['accuracy']:.1f} %, FOCUS {focus['accuracy']:.1f} %")
     assert focus["accuracy"] - vanilla["accuracy"] >= MIN_LIFT, (vanilla["accuracy"], focus["accuracy"])
 
 
@@ -148,6 +143,10 @@ def test_focus_demo_command(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Question: What is the mark color of the" in printed
     assert "vanilla:" in printed and "FOCUS (n_steps=2):" in printed and "visual search" in printed
+    # the default scene is the one DEMO_SCENE's comment says: vanilla wrong, FOCUS right
+    lines = printed.splitlines()
+    assert "(wrong)" in next(line for line in lines if "vanilla:" in line)
+    assert "(correct)" in next(line for line in lines if "FOCUS (n_steps=2):" in line)
     assert "Measured on" in printed and "Reproduce (CHECKPOINT=" in printed and "focus eval" in printed
     from PIL import Image
 

@@ -2,7 +2,7 @@
 
 A scene's seed is a tuple whose first value is a tag (:func:`focus_modules.synthetic.make_scene`
 hashes the whole tuple, so different tags never share a scene). The tiny model's training
-draws ``(TRAIN_SEED_TAG, 0, i)``; every other tag below is never trained on.
+draws ``(TRAIN_SEED_TAG, s, i)`` for its ``--seed s``; every other tag below is never trained on.
 """
 
 TRAIN_SEED_TAG = 7001
