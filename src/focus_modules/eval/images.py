@@ -80,7 +80,7 @@ def read_image_size(path: str | Path) -> tuple[int, int] | None:
     """``(width, height)`` of the stored pixels, from the file's header; ``None`` if it cannot
     be read (decoding it then fails with the reason)."""
     try:
-        with _pixel_limit(None), Image.open(path) as image:
+        with _pillow_pixel_limit_off(), Image.open(path) as image:
             return image.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
@@ -90,7 +90,7 @@ def _open(stream: io.BytesIO, source: str, upright: bool) -> Image.Image:
     """Decode fully into RGB as a viewer shows the image (EXIF orientation, 16-bit scaling,
     transparency on grey: :func:`focus_modules.adapters.views.rgb_as_displayed`)."""
     try:
-        with _pixel_limit(None):
+        with _pillow_pixel_limit_off():
             image = Image.open(stream)
             width, height = image.size
             if width * height > MAX_PIXELS:
@@ -146,11 +146,11 @@ def _draft_below_limit(image: Image.Image, source: str) -> None:
 
 
 @contextlib.contextmanager
-def _pixel_limit(pixels: int | None):
-    """Pillow's decompression-bomb limit set to ``pixels`` (``None``: off) while one image is
-    opened."""
+def _pillow_pixel_limit_off():
+    """Pillow's decompression-bomb limit off while one image is opened (MAX_PIXELS is checked
+    instead, before any pixel is decoded)."""
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = pixels
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
