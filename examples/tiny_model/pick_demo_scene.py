@@ -16,13 +16,8 @@ from pathlib import Path
 
 import torch
 
-from focus_modules.demo import demo_case
-from focus_modules.synthetic.tiny_llava import (
-    SHIPPED_CHECKPOINT,
-    TINY_ANSWER_SCHEME,
-    load_tiny_focus_llava,
-    tiny_focus_config,
-)
+from focus_modules.demo import demo_answers, demo_case
+from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, load_tiny_focus_llava, tiny_focus_config
 from focus_modules.wrapper import FocusWrapper
 
 
@@ -38,15 +33,11 @@ def main(argv=None) -> None:
     outcomes, first = collections.Counter(), None
     for index in range(args.scenes):
         _, image, question, options, correct = demo_case(index)
-        right = {
-            method: wrapper.answer(
-                [image], [question.question], options=[options], method=method, answer_scheme=TINY_ANSWER_SCHEME
-            )[0].answer.strip()
-            == correct
-            for method in ("vanilla", "focus")
-        }
-        outcomes[(right["vanilla"], right["focus"])] += 1
-        if first is None and right["focus"] and not right["vanilla"]:
+        vanilla, focus = (
+            result.answer.strip() == correct for result in demo_answers(wrapper, image, question, options)
+        )
+        outcomes[(vanilla, focus)] += 1
+        if first is None and focus and not vanilla:
             first = index
     print(f"first scene with vanilla wrong and FOCUS right: {first}")
     for (vanilla, focus), count in sorted(outcomes.items()):

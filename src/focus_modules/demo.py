@@ -76,12 +76,7 @@ def run(args: argparse.Namespace) -> int:
     for letter, option in zip(OPTION_LETTERS, options):
         print(f"  ({letter}) {option}" + ("   <- correct" if letter == correct else ""))
     print(f"Answer scheme: {TINY_ANSWER_SCHEME} (each option's text scored as the reply), for both methods")
-    vanilla, focus = (
-        wrapper.answer(
-            [image], [question.question], options=[options], method=method, answer_scheme=TINY_ANSWER_SCHEME
-        )[0]
-        for method in ("vanilla", "focus")
-    )
+    vanilla, focus = demo_answers(wrapper, image, question, options)
     for name, result in (("vanilla", vanilla), (f"FOCUS (n_steps={args.n_steps})", focus)):
         verdict = "correct" if result.answer.strip() == correct else "wrong"
         fps = ", ".join(f"{phase} {count}" for phase, count in result.forward_passes.items())
@@ -121,6 +116,19 @@ def demo_case(index: int, family: str = "attribute"):
     order = scene_rng((DEMO_SEED_TAG, 1, index)).permutation(len(question.options))
     options = [question.options[i] for i in order]
     return scene, jpeg_round_trip(scene.image), question, options, OPTION_LETTERS[list(order).index(0)]
+
+
+def demo_answers(wrapper, image, question, options):
+    """``(vanilla result, FOCUS result)`` for a demo case, answered as the tiny model's benchmark
+    answers (``TINY_ANSWER_SCHEME``)."""
+    from focus_modules.synthetic.tiny_llava import TINY_ANSWER_SCHEME
+
+    return tuple(
+        wrapper.answer(
+            [image], [question.question], options=[options], method=method, answer_scheme=TINY_ANSWER_SCHEME
+        )[0]
+        for method in ("vanilla", "focus")
+    )
 
 
 def print_benchmark(path: Path) -> None:
