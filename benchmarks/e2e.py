@@ -41,7 +41,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # chat templates, prompt vocabulary
 
 from focus_modules import FocusConfig, FocusWrapper, RoiProposer  # noqa: E402
-from focus_modules.wrapper import PHASES  # noqa: E402
+from focus_modules.results import PHASES  # noqa: E402
 
 MODELS = ("llava-1.5", "llava-onevision", "qwen2.5-vl")
 # What a tiny-scale run keeps of each architecture (CI smoke run).

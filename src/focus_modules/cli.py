@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_ask(args: argparse.Namespace) -> int:
     from focus_modules.eval.images import load_image_file, reduced_scale, reduced_scale_note
     from focus_modules.eval.runner import config_dict, full_resolution_rois
-    from focus_modules.wrapper import roi_record
+    from focus_modules.results import roi_record
 
     if not args.question.strip():
         raise ValueError("the question is empty")

@@ -23,8 +23,9 @@ PRESET_LAYERS = {
 }
 # Families whose map is one fixed-size global view (LLaVA-1.5's proposal settings, no smoothing).
 GLOBAL_VIEW_FAMILIES = ("llava-1.5", "gemma3")
-# What a question is answered with: FOCUS, or the plain model on the whole image.
-METHODS = ("focus", "vanilla")
+# What a question is answered with: FOCUS, the plain model on the whole image, or a visual-search
+# baseline (focus_modules.baselines: ZoomEye, ViCrop's rel-att and grad-att).
+METHODS = ("focus", "vanilla", "zoomeye", "vicrop-rel", "vicrop-grad")
 # Step VI: generate the option letter (A.2, the paper's results) or logits matching (C.5).
 ANSWER_SCHEMES = ("generate", "logits")
 # Prompt and option order of `focus eval`: the paper's (A.2) or lmms-eval's (focus_modules.eval.protocols).

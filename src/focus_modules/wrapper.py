@@ -30,100 +30,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from PIL import Image
-from torch import Tensor
 
 from focus_modules import targets as target_text
 from focus_modules.adapters import ModelAdapter, Selection, adapter_for
-from focus_modules.adapters.base import OPTION_LETTERS, Batch, Encoding, FinalView
-from focus_modules.adapters.views import Box, clip_box, crop, load_rgb
+from focus_modules.adapters.base import OPTION_LETTERS, Encoding, FinalView
+from focus_modules.adapters.views import clip_box, crop, load_rgb
+from focus_modules.baselines import SEARCH_METHODS, SearchMethod, search_method
 from focus_modules.config import ANSWER_SCHEMES, METHODS, FocusConfig
 from focus_modules.modules.existence import ExistenceScorer
 from focus_modules.modules.relevance_map import RelevanceMap
 from focus_modules.modules.roi_proposer import RoiProposer
 from focus_modules.modules.value_capture import ValueCapture
 from focus_modules.prefix_reuse import capture_existence_values
-
-PHASES = ("targets", "relevance", "verify", "answer")
-
-
-@dataclass
-class Roi:
-    """A region of interest.
-
-    Attributes:
-        box: ``(x1, y1, x2, y2)`` float pixels of the ORIGINAL image.
-        relevance: the proposer's score of the ROI's anchor on the relevance map.
-        confidence: existence confidence (Eq. 5) in ``[-1, 1]``; ``None`` if not verified.
-    """
-
-    box: Box
-    relevance: float
-    confidence: float | None = None
-
-
-def roi_record(roi: Roi) -> dict[str, Any]:
-    """An ROI as a JSON-ready record: ``{"box": [x1, y1, x2, y2], "relevance": float,
-    "confidence": float or None}`` (what result files and ``focus ask --json`` write)."""
-    return {
-        "box": [float(v) for v in roi.box],
-        "relevance": float(roi.relevance),
-        "confidence": None if roi.confidence is None else float(roi.confidence),
-    }
-
-
-@dataclass
-class FocusResult:
-    """The answer to one question and how FOCUS got there.
-
-    Attributes:
-        answer: the generated text, as the model wrote it (stripped of surrounding spaces).
-        targets: the target objects searched for ("all " markers removed).
-        question_type: 1 (single instances) or 2 (every instance, e.g. counting).
-        rois: per target, its ROIs best first: verified ones by confidence, then the
-            unverified ones by relevance.
-        relevance_maps: per target, the ``(h, w)`` float32 relevance map (CPU).
-        map_extents: per target, the ``(x1, y1, x2, y2)`` pixels of the original image that
-            the whole map covers (beyond the image where the model's view is padded).
-        forward_passes: phase -> number of prompts of this question the model processed
-            (with prefix reuse, the shared prefix and each target's suffix count as one each).
-        tokens: phase -> prompt tokens of this question the model processed (padding and
-            generated tokens not counted).
-        timings: phase -> seconds (a batched call's time is shared by its forward passes).
-        method: "focus" or "vanilla".
-        target_source: "given" (``targets=`` argument), "model" (step I), "keywords" (the
-            reply could not be parsed; noun phrases of the question), "none" (no target
-            found, or the vanilla method: the whole image was used).
-        final_view: how the final input was built ("image", "crop", "union", "canvas", ...).
-        final_boxes: original-image pixel boxes shown in the final input.
-        option_scores: logits matching only: per option, the mean log-probability of its
-            text as the reply (the highest one is the answer); ``None`` otherwise.
-        search_reused_from: index (in the ``answer`` call) of the question whose search
-            (steps I-V) this one reused, its targets/relevance/verify passes being 0 here;
-            ``None`` when it ran its own.
-        notes: what was done to the input to make the model accept it (e.g. an extreme aspect
-            ratio padded), empty when nothing was.
-    """
-
-    answer: str
-    targets: list[str]
-    question_type: int
-    rois: list[list[Roi]] = field(default_factory=list)
-    relevance_maps: list[Tensor] = field(default_factory=list)
-    map_extents: list[Box] = field(default_factory=list)
-    forward_passes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
-    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
-    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
-    method: str = "focus"
-    target_source: str = "none"
-    final_view: str = "image"
-    final_boxes: list[Box] = field(default_factory=list)
-    option_scores: list[float] | None = None
-    search_reused_from: int | None = None
-    notes: list[str] = field(default_factory=list)
+from focus_modules.results import FocusResult, Roi, charge, charge_batch
 
 
 @dataclass
@@ -141,6 +63,7 @@ class _Job:
     verified: list[int] = field(default_factory=list)  # per target: ROIs verified so far
     image: Image.Image | None = None
     padded_from: tuple[int, int] | None = None  # (w, h) of the image before aspect-ratio padding
+    view: FinalView | None = None  # set by a search baseline: the view step VI answers on
 
 
 class FocusWrapper:
@@ -198,6 +121,7 @@ class FocusWrapper:
         self.scorer = ExistenceScorer(*self.adapter.yes_no_ids())
         self.relevance = RelevanceMap()
         self.proposer = RoiProposer.from_config(self.config)
+        self._search_methods: dict[str, SearchMethod] = {}
 
     def _compile(self, options: dict, bucket: int) -> None:
         """Compile the language model (the module that runs the decoder layers) in place
@@ -279,12 +203,20 @@ class FocusWrapper:
                         self._verify(searching)
                     for job, leader in followers:
                         self._reuse_search(job, leader)
+                elif method in SEARCH_METHODS:
+                    self._search_method(method).search(group)
                 self._final_answer(group, answer_scheme)
                 for job in group:
                     if job.padded_from is not None:
                         _clip_to_image(job.result, *job.padded_from)
                     job.image = None
         return [job.result for job in jobs]
+
+    def _search_method(self, name: str) -> SearchMethod:
+        """The baseline ``name`` on this wrapper's adapter (built on first use)."""
+        if name not in self._search_methods:
+            self._search_methods[name] = search_method(name)(self.adapter)
+        return self._search_methods[name]
 
     # --- input checks -----------------------------------------------------------------------------
 
@@ -395,27 +327,6 @@ class FocusWrapper:
                 raise ValueError(f"{name}[{j}] must be a non-empty string, got {item!r}")
         return [item.strip() for item in items]
 
-    # --- phase helpers ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _account(phase: str, owners: list[_Job], start: float, batch: Batch) -> None:
-        """Charge one batched call (begun at ``start``) on ``batch`` to its prompts' questions:
-        one forward pass and the prompt's tokens per prompt, and the elapsed time shared
-        equally by the prompts."""
-        lengths = batch.inputs["attention_mask"].sum(-1).tolist()
-        FocusWrapper._charge(phase, [(job, 1, n) for job, n in zip(owners, lengths)], start)
-
-    @staticmethod
-    def _charge(phase: str, charges: list[tuple[_Job, int, int]], start: float) -> None:
-        """Charge ``(job, forward passes, tokens)`` items for the work begun at ``start``; the
-        elapsed time is shared in proportion to the forward passes."""
-        seconds = time.perf_counter() - start
-        total = sum(passes for _, passes, _ in charges)
-        for job, passes, tokens in charges:
-            job.result.forward_passes[phase] += passes
-            job.result.tokens[phase] += tokens
-            job.result.timings[phase] += seconds * passes / total
-
     # --- step I: targets and question type ------------------------------------------------------
 
     def _find_targets(self, group: list[_Job]) -> None:
@@ -426,7 +337,7 @@ class FocusWrapper:
             prompts = [self.adapter.encode_text(self.adapter.target_prompt(job.question)) for job in asking]
             batch = self.adapter.collate(prompts)
             replies = self.adapter.generate(batch, self.target_max_new_tokens)
-            self._account("targets", asking, start, batch)
+            charge_batch("targets", asking, start, batch)
         reply_of = dict(zip(map(id, asking), replies))
         for job in group:
             if job.given_targets is not None:
@@ -468,7 +379,7 @@ class FocusWrapper:
             job.result.rois.append([Roi(tuple(box), float(s)) for box, s in zip(pixels.tolist(), scores)])
             job.verified.append(0)
         searched = list({id(job): job for job, _ in pairs}.values())  # capture's question order
-        self._charge("relevance", list(zip(searched, captured.passes, captured.tokens)), start)
+        charge("relevance", list(zip(searched, captured.passes, captured.tokens)), start)
 
     @staticmethod
     def _map_indices(encodings: list[Encoding], offsets: list[int], device):
@@ -530,7 +441,7 @@ class FocusWrapper:
         for (job, t, r), c in zip(work, confidence):
             job.result.rois[t][r].confidence = float(c)
             job.verified[t] = max(job.verified[t], r + 1)
-        self._account("verify", [job for job, _, _ in work], start, batch)
+        charge_batch("verify", [job for job, _, _ in work], start, batch)
 
     @staticmethod
     def _rank(rois: list[Roi]) -> list[Roi]:
@@ -557,7 +468,9 @@ class FocusWrapper:
         views = []
         for job in group:
             result = job.result
-            if result.method == "vanilla" or not result.targets:
+            if job.view is not None:
+                view = job.view
+            elif result.method == "vanilla" or not result.targets:
                 if result.method == "vanilla":
                     result.question_type = target_text.question_type(job.question, [])
                 view = FinalView([job.image], "image", [])
@@ -576,7 +489,7 @@ class FocusWrapper:
         ]
         batch = self.adapter.collate(encodings)
         answers = self.adapter.generate(batch, self.max_new_tokens)
-        self._account("answer", group, start, batch)
+        charge_batch("answer", group, start, batch)
         for job, text in zip(group, answers):
             job.result.answer = text
 
@@ -591,7 +504,7 @@ class FocusWrapper:
                 owners.append(job)
         batch = self.adapter.collate(encodings)
         scores = self.adapter.statement_log_likelihoods(batch, lengths).tolist()
-        self._account("answer", owners, start, batch)
+        charge_batch("answer", owners, start, batch)
         for job in group:
             mine = [score for owner, score in zip(owners, scores) if owner is job]
             job.result.option_scores = mine

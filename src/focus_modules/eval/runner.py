@@ -50,7 +50,7 @@ from focus_modules.eval.results import (
     shard_paths,
     write_json,
 )
-from focus_modules.wrapper import roi_record
+from focus_modules.results import roi_record
 
 
 class Answerer(Protocol):

@@ -24,7 +24,8 @@ from typing import Any, NamedTuple
 import torch
 
 from focus_modules.eval.metrics import SEARCH_PHASES
-from focus_modules.wrapper import FocusResult, FocusWrapper
+from focus_modules.results import FocusResult
+from focus_modules.wrapper import FocusWrapper
 
 # lmms-eval's image placeholder; a model plugin places the images itself, so it is removed.
 IMAGE_PLACEHOLDER = "<image>"
