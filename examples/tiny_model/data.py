@@ -262,9 +262,10 @@ class SampleMaker:
         """One scene's instruction data: step I for every question (text only, cheap; copying
         the target phrase is learned late without it); existence questions on six ROI-sized
         crops and two tight object crops, half of them "No"; every attribute question on two ROI
-        views (multiple choice and open-ended) and open-ended on a tight crop around its object, where the mark
-        spans several patches (without these the language model answers the mark from its
-        prior and never learns to read it); one spatial and the counting question on their
+        views (multiple choice and open-ended) and both ways on a tight crop around its object, where
+        the mark spans several patches (without these the language model answers the mark from its
+        prior and never learns to read it, and the tight multiple choice teaches the colour-to-letter
+        hop on a view it can read); one spatial and the counting question on their
         views; one multiple-choice question on the whole image."""
         scene = ts.scene
         samples = []
@@ -281,13 +282,11 @@ class SampleMaker:
             samples.append(self.answer(ts, question, rng, options=False))
             box = context_crop_box(list(question.boxes), scene.size, rng, TIGHT_CONTEXT, min_side=8)
             view = self.view(ts, box)
-            samples.append(
-                (
-                    self.adapter.encode_answer(FinalView([view.image], "crop", [box]), question.question, None),
-                    question.answer,
-                    view.fractions,
-                )
-            )
+            tight = FinalView([view.image], "crop", [box])
+            samples.append((self.adapter.encode_answer(tight, question.question, None), question.answer, view.fractions))
+            # The letter hop on a view whose mark is plain to read: the colour to its option letter.
+            shown, letter = shuffled_options(question.options, rng)
+            samples.append((self.adapter.encode_answer(tight, question.question, shown), letter, view.fractions))
         for question in scene.questions_of("spatial")[:1] + scene.questions_of("counting"):
             samples.append(self.answer(ts, question, rng, options=bool(rng.random() < 0.5)))
         whole = scene.questions[rng.integers(len(scene.questions))]

@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data import SampleStream  # noqa: E402
+from data import OBJECT_CLASSES, SampleStream  # noqa: E402
 from model import build_tiny_focus_llava, make_checkpoint_portable  # noqa: E402
 
 from focus_modules.adapters import LlavaAdapter  # noqa: E402
@@ -74,30 +74,38 @@ def batches(stream, batch_size: int, pad_id: int):
         yield batch
 
 
-# A class covering this share of a patch or more is the patch's word (see presence_weights).
-PRESENCE_SHARE = 0.1
+# A mark covering this share of a patch or more is the patch's word (see presence_weights); a
+# mark is 0.45 x its object's side, so below this it is no longer visible in the view.
+MARK_PRESENCE_SHARE = 0.1
 OBJECT_PATCH_WEIGHT = 10.0
 
 
-def presence_weights(fractions: torch.Tensor) -> torch.Tensor:
-    """How much each class's word counts in a patch's target: an object or mark class weighs
-    ``share / PRESENCE_SHARE`` (at most 1; renormalised if several add up past 1), background
-    the rest. A 28-52 px object covers only 2-11 % of a patch of the whole-image view, and a
-    target in proportion to area would teach the projector to say "background" there; large
-    MLLMs' visual tokens name a small object they contain, which is what FOCUS reads.
+def presence_weights(fractions: torch.Tensor, object_share: float) -> torch.Tensor:
+    """How much each class's word counts in a patch's target: an object class weighs
+    ``share / object_share``, a mark class ``share / MARK_PRESENCE_SHARE`` (each at most 1;
+    renormalised if several add up past 1), background the rest. A 28-52 px object covers only
+    2-11 % of a patch of the whole-image view, and a target in proportion to area would teach
+    the projector to say "background" there; large MLLMs' visual tokens name a small object
+    they contain, which is what FOCUS reads.
 
     Args:
-        fractions: ``[..., NUM_CLASSES]`` class shares (class 0 = background).
+        fractions: ``[..., NUM_CLASSES]`` class shares (class 0 = background; object classes
+            ``1 .. len(COLORS)``, then the mark classes).
+        object_share: the share of a patch from which an object counts fully (``--object-presence``).
 
     Returns:
         ``[..., NUM_CLASSES]`` weights summing to 1.
     """
-    things = (fractions[..., 1:] / PRESENCE_SHARE).clamp(max=1.0)
+    shares = torch.full_like(fractions[..., 1:], MARK_PRESENCE_SHARE)
+    shares[..., : len(OBJECT_CLASSES)] = object_share
+    things = (fractions[..., 1:] / shares).clamp(max=1.0)
     things = things / things.sum(-1, keepdim=True).clamp(min=1.0)
     return torch.cat([1.0 - things.sum(-1, keepdim=True), things], dim=-1)
 
 
-def alignment_loss(projected: torch.Tensor, fractions: torch.Tensor, class_words, embeddings: torch.Tensor):
+def alignment_loss(
+    projected: torch.Tensor, fractions: torch.Tensor, class_words, embeddings: torch.Tensor, object_share: float
+):
     """Mean squared distance of each projected patch to its word target (the class words'
     embeddings weighted by :func:`presence_weights`), in units of the mean squared norm of a
     word embedding.
@@ -107,12 +115,13 @@ def alignment_loss(projected: torch.Tensor, fractions: torch.Tensor, class_words
         fractions: ``[B, GRID * GRID, NUM_CLASSES]`` class shares per patch.
         class_words: per sample, per class, the token ids whose embeddings sum to its word.
         embeddings: ``[vocab, D]`` input word embeddings (detached here).
+        object_share: see :func:`presence_weights`.
     """
     table = embeddings.detach()
     words = torch.stack(
         [torch.stack([table[ids].sum(0) for ids in sample]) for sample in class_words]
     )  # [B, NUM_CLASSES, D]
-    weights = presence_weights(fractions)
+    weights = presence_weights(fractions, object_share)
     target = weights @ words
     # Patches that show something weigh OBJECT_PATCH_WEIGHT times a background patch: in the
     # whole-image view a handful of 256 patches hold an object, and they are what FOCUS's map
@@ -186,14 +195,18 @@ def train(args) -> dict:
         for batch in batches(iter(loader), size, adapter.pad_token_id):
             if stage == "align":
                 model.model.get_image_features(pixel_values=batch["pixel_values"])
-                loss = align = alignment_loss(tap.output, batch["fractions"], batch["class_words"], embeddings)
+                loss = align = alignment_loss(
+                        tap.output, batch["fractions"], batch["class_words"], embeddings, args.object_presence
+                    )
                 optimizer, lr = optimizers["align"], lr_at(step, args.align_steps, args.align_lr, 20)
             else:
                 inputs = {k: batch[k] for k in ("input_ids", "labels", "attention_mask", "pixel_values") if k in batch}
                 loss = model(**inputs, use_cache=False).loss
                 align = None
                 if "pixel_values" in batch:
-                    align = alignment_loss(tap.output, batch["fractions"], batch["class_words"], embeddings)
+                    align = alignment_loss(
+                        tap.output, batch["fractions"], batch["class_words"], embeddings, args.object_presence
+                    )
                     loss = loss + args.align_weight * align
                 s = step - args.align_steps
                 optimizer, lr = optimizers["instruct"], lr_at(s, args.steps, args.lr, max(1, args.steps // 20))
@@ -243,6 +256,7 @@ def train(args) -> dict:
         "lr": args.lr,
         "align_lr": args.align_lr,
         "align_weight": args.align_weight,
+        "object_presence": args.object_presence,
         "seed": args.seed,
         "threads": args.threads,
         "scenes": next_scene,
@@ -278,6 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--align-lr", type=float, default=2e-3)
     parser.add_argument("--align-weight", type=float, default=1.0, help="alignment loss weight in stage 2")
+    parser.add_argument(
+        "--object-presence",
+        type=float,
+        default=0.02,
+        help="share of a patch from which an object is the patch's word in the alignment targets "
+        "(runs A-F: 0.1)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--workers", type=int, default=1, help="data workers (scene rendering)")
