@@ -125,3 +125,56 @@ def test_summarize_groups_and_empty_cases():
     assert s["roi_recall"] is None and s["peak_gpu_memory_gb"] is None
     empty = summarize([])
     assert empty["n"] == 0 and empty["accuracy"] is None and empty["seconds_mean"] is None
+
+
+def test_map_peak_cell_is_the_argmax_cell_in_pixels():
+    import torch
+
+    from focus_modules.eval.metrics import map_peak_cell
+
+    heat = torch.zeros(3, 5)
+    heat[2, 1] = 1.0
+    # a map of 5 x 3 cells over a padded 100 x 60 extent starting at (-10, 0): cells 20 px wide, 20 tall
+    assert map_peak_cell(heat, (-10, 0, 90, 60)) == [10.0, 40.0, 30.0, 60.0]
+
+
+def test_map_hits_within_one_cell():
+    from focus_modules.eval.metrics import map_hits
+
+    peak = [[40.0, 40.0, 50.0, 50.0]]  # a 10 px cell
+    assert map_hits(peak, [(55, 42, 58, 48)]) == [True]  # in the next cell to the right
+    assert map_hits(peak, [(60, 42, 70, 48)]) == [False]  # two cells away: touches the grown cell's edge only
+    assert map_hits(peak, [(0, 0, 5, 5), (44, 44, 46, 46)]) == [False, True]
+    assert map_hits([], [(0, 0, 5, 5)]) == [False]
+
+
+def test_summarize_reports_the_map_hit_rate():
+    rows = [
+        {
+            "category": "a",
+            "correct": True,
+            "correct_lenient": True,
+            "error": None,
+            "forward_passes": {},
+            "seconds": 1.0,
+            "gt_boxes": [[0, 0, 10, 10], [100, 100, 110, 110]],
+            "map_peaks": [[12, 0, 22, 10]],
+        }
+    ]
+    assert summarize(rows)["map_hit_rate"] == 50.0
+    assert summarize([{**rows[0], "map_peaks": []}])["map_hit_rate"] is None
+
+
+def test_search_passes_are_every_forward_pass_but_targets_and_answer():
+    from focus_modules.results import forward_pass_total, search_forward_passes
+
+    focus = {"targets": 1, "relevance": 2, "verify": 3, "answer": 4}
+    baseline = {"targets": 1, "search": 7, "answer": 2, "attention-backward": 1, "search-continuation": 5}
+    assert search_forward_passes(focus) == 2 + 3  # FOCUS's figure: relevance + verify
+    assert search_forward_passes(baseline) == 7  # backward and continuation passes are not forward passes
+    assert forward_pass_total(baseline) == 1 + 7 + 2
+    rows = [_row("a", "x", True, True, fps=focus), _row("b", "x", False, False, fps=baseline)]
+    summary = summarize(rows)
+    assert summary["fp_search_mean"] == (5 + 7) / 2
+    assert summary["fp_total_mean"] == (10 + 10) / 2
+    assert summary["fp_per_phase_mean"]["attention-backward"] == 0.5  # reported, but apart

@@ -7,6 +7,7 @@
                [--method focus|vanilla] [--n-steps N] [--set FIELD=VALUE]... [--limit N]
                [--categories all|FOLDER,...] [--protocol paper|lmms-eval] [--answer-scheme generate|logits]
                --out RESULTS.jsonl [--overwrite] [--summary SUMMARY.json]
+    focus plot RUN [RUN...] --out PLOT.png [--label TEXT]... [--title TEXT]
 
 ``--set`` overrides any FocusConfig field, converted to the field's type
 (``--set layers=2,6 --set k=15 --set smooth_sigma=none``). Run ``focus eval`` under
@@ -295,7 +296,12 @@ _positive_int = _int_at_least(1)
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="local model folder or hub id")
-    parser.add_argument("--method", choices=METHODS, default="focus", help="FOCUS or the plain model (default focus)")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="focus",
+        help="FOCUS, the plain model (vanilla) or a search baseline (ZoomEye, ViCrop) (default focus)",
+    )
     parser.add_argument(
         "--n-steps",
         type=_non_negative_int,
@@ -394,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     ev.set_defaults(run=cmd_eval)
+
+    plot = commands.add_parser("plot", help="accuracy against search forward passes of several focus eval runs")
+    plot.add_argument(
+        "runs", nargs="+", type=Path, metavar="RUN", help="a focus eval output: RESULTS.jsonl, its summary, or a folder"
+    )
+    plot.add_argument("--out", type=Path, required=True, metavar="PLOT.png", help="the PNG to write")
+    plot.add_argument("--label", dest="labels", action="append", default=None, help="a run's label (one per run)")
+    plot.add_argument("--title", default="", help="the plot's title")
+    plot.set_defaults(run=cmd_plot)
 
     demo = commands.add_parser("demo", help="vanilla vs FOCUS with the shipped tiny model on a synthetic image")
     from focus_modules import demo as demo_module
@@ -514,6 +529,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     if summary is not None:
         print(format_summary(summary))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from focus_modules.eval.plot import plot_runs
+
+    print(f"wrote {plot_runs(args.runs, args.out, args.labels, args.title)}")
     return 0
 
 

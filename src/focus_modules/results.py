@@ -9,6 +9,7 @@ depend on how questions are batched.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,32 @@ from focus_modules.adapters.base import Batch
 from focus_modules.adapters.views import Box
 
 PHASES = ("targets", "relevance", "verify", "answer")
+# Phases whose passes are not visual-search passes (A.2): step I's target naming (a text-only
+# prompt every method may run) and the final answer (inference schemes differ there, C.5).
+NON_SEARCH_PHASES = ("targets", "answer")
+# A phase whose name ends in one of these counts passes that are not forward passes over a
+# prompt: backward passes, and passes that continue a cached prefix. They are reported per
+# phase but never counted as forward passes.
+NOT_FORWARD_SUFFIXES = ("backward", "continuation")
+
+
+def is_forward_phase(phase: str) -> bool:
+    """Whether ``phase`` counts forward passes (see :data:`NOT_FORWARD_SUFFIXES`)."""
+    return not phase.endswith(NOT_FORWARD_SUFFIXES)
+
+
+def forward_pass_total(forward_passes: Mapping[str, int]) -> int:
+    """A question's forward passes: the counts of every forward phase."""
+    return sum(count for phase, count in forward_passes.items() if is_forward_phase(phase))
+
+
+def search_forward_passes(forward_passes: Mapping[str, int]) -> int:
+    """A question's visual-search forward passes (the paper's "search FPs"): every forward
+    pass except those of :data:`NON_SEARCH_PHASES` (FOCUS: ``relevance + verify``; ZoomEye:
+    ``search``; ViCrop: its attention passes)."""
+    return sum(
+        count for phase, count in forward_passes.items() if is_forward_phase(phase) and phase not in NON_SEARCH_PHASES
+    )
 
 
 @dataclass

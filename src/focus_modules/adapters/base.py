@@ -148,6 +148,16 @@ class ModelAdapter(ABC):
 
     # --- model structure -------------------------------------------------------------------
 
+    @property
+    def native_view_size(self) -> int:
+        """Side (pixels) of one view of the vision encoder: its config's ``image_size`` (a tile
+        of tiled families). Families with dynamic resolution have none and raise."""
+        vision = getattr(self.model.config, "vision_config", None)
+        size = getattr(vision, "image_size", None)
+        if size is None:
+            raise ValueError(f"the {self.family} vision encoder has no fixed view size (no vision_config.image_size)")
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
     def decoder_layers(self) -> nn.ModuleList:
         """The language model's decoder layers (value capture hooks their ``v_proj``)."""
         return find_decoder_layers(self.model)
@@ -237,6 +247,12 @@ class ModelAdapter(ABC):
         """:meth:`encode_existence` for several targets on one image (step II); adapters whose
         image preprocessing does not depend on the text override it to preprocess once."""
         return [self.encode_existence(image, target) for target in targets]
+
+    def encode_image_prompt(self, image: Image.Image, text: str) -> Encoding:
+        """``text`` as the user's turn on ``image``, with the map's visual positions, grid,
+        valid cells and geometry as :meth:`encode_existence` gives them (no target positions):
+        the prompts of a baseline that reads a map off its own prompts (ViCrop's attention)."""
+        raise NotImplementedError(f"the {self.family} adapter does not implement encode_image_prompt")
 
     @abstractmethod
     def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:
@@ -425,6 +441,11 @@ class ModelAdapter(ABC):
         """Fill colour of padding and canvases: the image processor's mean colour."""
         mean = getattr(getattr(self.processor, "image_processor", None), "image_mean", None) or (0.0, 0.0, 0.0)
         return tuple(int(round(m * 255)) for m in mean)
+
+    def image_and_crop_view(self, image: Image.Image, box: Box, kind: str) -> FinalView:
+        """A two-image final view of kind ``kind``: the whole image, then the crop of ``box``
+        (ViCrop's final input). Multi-image families override it."""
+        return FinalView([image, crop(image, box)], kind, [box])
 
     def final_view(self, image: Image.Image, selection: Selection, config: FocusConfig) -> FinalView:
         """Final input of a global-view model (A.5). Type 1: the best ROI's crop; several

@@ -207,24 +207,33 @@ class LlavaAdapter(ModelAdapter):
         square, geometry = self.prepare_image(image)
         pixels = self.pixel_values([square])
         valid = self.valid_cells(geometry)
-        a = self.grid_size
         encodings = []
         for target in targets:
             text, offset = self.existence_prompt(target)
             ids, (block,), target_positions = self._tokenize(text, [square], (offset, offset + len(target)))
-            start = block + self.num_prefix_tokens
-            encodings.append(
-                Encoding(
-                    ids,
-                    {"pixel_values": pixels},
-                    target_positions=torch.tensor(target_positions, dtype=torch.long),
-                    visual_positions=torch.arange(start, start + a * a),
-                    grid_hw=(a, a),
-                    valid_cells=valid,
-                    geometry=geometry,
-                )
-            )
+            encoding = self._on_grid(ids, block, pixels, geometry, valid)
+            encoding.target_positions = torch.tensor(target_positions, dtype=torch.long)
+            encodings.append(encoding)
         return encodings
+
+    def encode_image_prompt(self, image: Image.Image, text: str) -> Encoding:
+        square, geometry = self.prepare_image(image)
+        ids, (block,), _ = self._tokenize(text, [square])
+        return self._on_grid(ids, block, self.pixel_values([square]), geometry, self.valid_cells(geometry))
+
+    def _on_grid(self, ids, block: int, pixels, geometry: CellGeometry, valid) -> Encoding:
+        """An encoding whose map is the ``a x a`` patch grid of the image block starting at
+        position ``block`` (after the tower's prefix tokens)."""
+        start = block + self.num_prefix_tokens
+        a = self.grid_size
+        return Encoding(
+            ids,
+            {"pixel_values": pixels},
+            visual_positions=torch.arange(start, start + a * a),
+            grid_hw=(a, a),
+            valid_cells=valid,
+            geometry=geometry,
+        )
 
     def encode_answer(self, view: FinalView, question: str, options: Sequence[str] | None) -> Encoding:
         squares = [self.prepare_image(image)[0] for image in view.images]

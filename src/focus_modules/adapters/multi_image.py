@@ -22,7 +22,7 @@ from PIL import Image
 from torch import Tensor
 
 from focus_modules.adapters.base import Encoding, FinalView, ModelAdapter, Selection
-from focus_modules.adapters.views import crop, draw_boxes, merge_overlapping
+from focus_modules.adapters.views import Box, crop, draw_boxes, merge_overlapping
 from focus_modules.config import FocusConfig
 from focus_modules.ops.boxes import CellGeometry, image_cell_mask
 
@@ -37,6 +37,11 @@ def multi_image_preamble(num_crops: int) -> str:
     else:
         crops = f"the next {num_crops} images are close-up crops of those regions, in the same order."
     return f"The first image is the whole image with the regions of interest outlined in red; {crops}"
+
+
+def outline_width(image: Image.Image) -> int:
+    """Line width (pixels) of the ROI outlines on the global view of a final prompt."""
+    return max(2, round(max(image.size) / 300))
 
 
 @dataclass(frozen=True)
@@ -96,10 +101,14 @@ class MultiImageAdapter(ModelAdapter):
             return FinalView([image], "image", [])
         if selection.question_type == 2:
             chosen = merge_overlapping(chosen)
-        line = max(2, round(max(image.size) / 300))
-        views = [draw_boxes(image, chosen, ROI_OUTLINE, line)]
+        views = [draw_boxes(image, chosen, ROI_OUTLINE, outline_width(image))]
         views += [crop(image, box) for box in chosen]
         return FinalView(views, "multi-image", chosen)
+
+    def image_and_crop_view(self, image: Image.Image, box: Box, kind: str) -> FinalView:
+        """The whole image with ``box`` outlined, then its crop: the layout the final prompt's
+        preamble announces (:func:`multi_image_preamble`)."""
+        return FinalView([draw_boxes(image, [box], ROI_OUTLINE, outline_width(image)), crop(image, box)], kind, [box])
 
     # --- encoding ------------------------------------------------------------------------------
 
@@ -153,9 +162,21 @@ class MultiImageAdapter(ModelAdapter):
         return self._encode(text, [])[0]
 
     def encode_existence(self, image: Image.Image, target: str) -> Encoding:
-        view = self.prepare_image(image)
         text, offset = self.existence_prompt(target)
-        enc, image_positions, target_positions = self._encode(text, [view], (offset, offset + len(target)))
+        enc, target_positions = self._encode_on_grid(image, text, (offset, offset + len(target)))
+        enc.target_positions = torch.tensor(target_positions, dtype=torch.long)
+        return enc
+
+    def encode_image_prompt(self, image: Image.Image, text: str) -> Encoding:
+        return self._encode_on_grid(image, text)[0]
+
+    def _encode_on_grid(
+        self, image: Image.Image, text: str, span: tuple[int, int] | None = None
+    ) -> tuple[Encoding, list[int]]:
+        """``text`` on ``image`` with the map's visual positions, grid, valid cells and
+        geometry; also the positions of the tokens covering ``span`` (as :meth:`_encode`)."""
+        view = self.prepare_image(image)
+        enc, image_positions, span_positions = self._encode(text, [view], span)
         grid = self.local_grid(view, enc.model_inputs)
         if image_positions.numel() != grid.num_tokens:
             raise ValueError(
@@ -164,13 +185,12 @@ class MultiImageAdapter(ModelAdapter):
             )
         geometry = self.to_original(grid.geometry, image, view)
         h, w = grid.grid_hw
-        enc.target_positions = torch.tensor(target_positions, dtype=torch.long)
         enc.visual_positions = image_positions[grid.offsets]
         enc.grid_hw = (h, w)
         enc.geometry = geometry
         batched = CellGeometry(*(field[None] for field in geometry))
         enc.valid_cells = image_cell_mask(batched, torch.tensor([[h, w]]), h, w)[0]
-        return enc
+        return enc, span_positions
 
     def to_original(self, geometry: CellGeometry, image: Image.Image, view: Image.Image) -> CellGeometry:
         """``geometry`` in pixels of ``view`` -> pixels of ``image`` (``view`` is ``image``

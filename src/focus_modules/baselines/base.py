@@ -19,6 +19,8 @@ class SearchTask(Protocol):
         image: the RGB image (already padded to the model's aspect-ratio limit, if it was).
         question: the question text.
         options: the option texts, ``None`` for an open-ended question.
+        given_targets: the target objects the caller named (``FocusWrapper.answer(targets=)``),
+            ``None`` when the method finds its own; a method that names targets uses these.
         result: the question's record; the method fills ``targets``, ``question_type``,
             ``rois``, ``target_source`` and, where it builds any, ``relevance_maps`` and
             ``map_extents``, and charges every model call it makes with
@@ -31,6 +33,7 @@ class SearchTask(Protocol):
     image: Image.Image
     question: str
     options: list[str] | None
+    given_targets: list[str] | None
     result: FocusResult
     view: FinalView | None
 

@@ -13,9 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-# Phases whose forward passes make up the paper's "visual search FPs" (A.2): the final answer's
-# passes are excluded because inference schemes differ there (C.5).
-SEARCH_PHASES = ("relevance", "verify")
+from focus_modules.results import forward_pass_total, search_forward_passes
+
 # A proposed ROI "recalls" a GT box when it covers at least this fraction of the box (Sec. 4.3).
 RECALL_COVERAGE = 0.5
 
@@ -65,6 +64,39 @@ def roi_hits(
     return [any(box_coverage(box, gt) >= RECALL_COVERAGE for box in boxes) for gt in gt_boxes]
 
 
+def map_peak_cell(relevance_map, extent: Sequence[float]) -> list[float]:
+    """The relevance map's argmax cell as an ``(x1, y1, x2, y2)`` pixel box of the original image.
+
+    Args:
+        relevance_map: ``[h, w]`` tensor (a :class:`~focus_modules.results.FocusResult` map).
+        extent: ``(x1, y1, x2, y2)`` pixels the whole map covers (its ``map_extents`` entry).
+    """
+    h, w = relevance_map.shape
+    row, col = divmod(int(relevance_map.reshape(-1).argmax()), w)
+    cell_w, cell_h = (extent[2] - extent[0]) / w, (extent[3] - extent[1]) / h
+    x1, y1 = extent[0] + col * cell_w, extent[1] + row * cell_h
+    return [float(x1), float(y1), float(x1 + cell_w), float(y1 + cell_h)]
+
+
+def map_hits(peaks: Sequence[Sequence[float]], gt_boxes: Sequence[Sequence[float]]) -> list[bool]:
+    """For each GT box: does some target's map peak lie within one cell of it (the peak cell,
+    grown by one cell on every side, overlaps the box)? The targets' peaks are pooled, as in
+    :func:`roi_hits`.
+
+    Args:
+        peaks: per target, its peak cell (:func:`map_peak_cell`).
+        gt_boxes: ``(x1, y1, x2, y2)`` boxes in pixels.
+    """
+    grown = []
+    for x1, y1, x2, y2 in peaks:
+        w, h = x2 - x1, y2 - y1
+        grown.append((x1 - w, y1 - h, x2 + w, y2 + h))
+    return [
+        any(min(b[2], gt[2]) > max(b[0], gt[0]) and min(b[3], gt[3]) > max(b[1], gt[1]) for b in grown)
+        for gt in gt_boxes
+    ]
+
+
 def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Every metric of a run, from its rows.
 
@@ -73,7 +105,8 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     ``correct_lmms_eval``, ``fp_search_unshared`` (the passes of the search a row used, also
     when another row of the same image and question spent them), ``groups`` (name -> value;
     ``cycle`` for HR-Bench's ``cycle_category``), ``gt_boxes`` + ``rois`` + ``method`` (ROI
-    recall of ``"focus"`` rows) and ``peak_gpu_memory_gb``.
+    recall of the rows of a searching method: every method but ``"vanilla"``), ``map_peaks``
+    (map hit rate) and ``peak_gpu_memory_gb``.
 
     Returns:
         ``n``, ``accuracy``, ``accuracy_lenient``, ``accuracy_lmms_eval`` (percent; the strict
@@ -81,13 +114,17 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         ``per_group`` (``n`` and the three accuracies per category / group value),
         ``cycle_mean`` (rows with a ``cycle`` group: the accuracies and per-category accuracies
         of each cycle, averaged over the cycles, as VLMEvalKit and lmms-eval score HR-Bench;
-        else ``None``), ``errors`` (count) and ``error_ids``, ``fp_search_mean`` (relevance +
-        verify passes spent per question), ``fp_search_unshared_mean`` (the passes of the
-        search each question used, the per-question figure of the paper; equal to
-        ``fp_search_mean`` unless questions shared a search), ``fp_per_phase_mean``,
-        ``fp_total_mean``, ``seconds_mean``, ``peak_gpu_memory_gb`` (max over rows, ``None``
-        off CUDA), ``roi_recall`` and ``top_roi_recall`` (percent of GT boxes, ``None``
-        without GT boxes) with ``roi_recall_boxes``, and
+        else ``None``), ``errors`` (count) and ``error_ids``, ``fp_search_mean`` (search forward
+        passes spent per question: every forward pass but step I's and the answer's,
+        :func:`focus_modules.results.search_forward_passes`), ``fp_search_unshared_mean`` (the
+        passes of the search each question used, the per-question figure of the paper; equal
+        to ``fp_search_mean`` unless questions shared a search), ``fp_per_phase_mean`` (every
+        phase, backward and continuation ones included), ``fp_total_mean`` (forward passes
+        only), ``seconds_mean``, ``peak_gpu_memory_gb`` (max over rows, ``None`` off CUDA),
+        ``roi_recall`` and ``top_roi_recall`` (percent of GT boxes, ``None``
+        without GT boxes) with ``roi_recall_boxes``, ``map_hit_rate`` (percent of GT boxes
+        within one cell of a target's relevance-map argmax, :func:`map_hits`; ``None`` without
+        maps or GT boxes), and
         ``gt_boxes_clipped`` (GT boxes that reached outside their image, clipped to it).
     """
     rows = list(rows)
@@ -101,11 +138,13 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
     phases = sorted({phase for r in answered for phase in r.get("forward_passes", {})})
     fp_per_phase = {p: _mean([r["forward_passes"].get(p, 0) for r in answered]) for p in phases}
-    hits, top_hits = [], []
+    hits, top_hits, peak_hits = [], [], []
     for row in answered:
-        if row.get("method") == "focus" and row.get("gt_boxes"):
+        if row.get("method") != "vanilla" and row.get("gt_boxes"):
             hits += roi_hits(row.get("rois") or [], row["gt_boxes"])
             top_hits += roi_hits(row.get("rois") or [], row["gt_boxes"], top_only=True)
+        if row.get("map_peaks") and row.get("gt_boxes"):
+            peak_hits += map_hits(row["map_peaks"], row["gt_boxes"])
     peaks = [r["peak_gpu_memory_gb"] for r in rows if r.get("peak_gpu_memory_gb") is not None]
     return {
         "n": len(rows),
@@ -121,18 +160,19 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "fp_search_mean": _mean([_fp_search(r) for r in answered]),
         "fp_search_unshared_mean": _mean([r.get("fp_search_unshared", _fp_search(r)) for r in answered]),
         "fp_per_phase_mean": fp_per_phase,
-        "fp_total_mean": _mean([sum(r["forward_passes"].values()) for r in answered]),
+        "fp_total_mean": _mean([forward_pass_total(r["forward_passes"]) for r in answered]),
         "seconds_mean": _mean([r["seconds"] for r in answered]),
         "peak_gpu_memory_gb": max(peaks) if peaks else None,
         "roi_recall": _percent(hits),
         "top_roi_recall": _percent(top_hits),
         "roi_recall_boxes": len(hits),
+        "map_hit_rate": _percent(peak_hits),
         "gt_boxes_clipped": sum(int(r.get("gt_boxes_clipped") or 0) for r in rows),
     }
 
 
 def _fp_search(row: Mapping[str, Any]) -> int:
-    return sum(row["forward_passes"].get(phase, 0) for phase in SEARCH_PHASES)
+    return search_forward_passes(row["forward_passes"])
 
 
 def _accuracies(rows: list[Mapping[str, Any]]) -> dict[str, float | None]:

@@ -33,12 +33,12 @@ import torch
 from tqdm.auto import tqdm
 
 from focus_modules import __version__
-from focus_modules.config import ANSWER_SCHEMES, METHODS
+from focus_modules.config import ANSWER_SCHEMES, METHODS, WINDOW_FIELDS, FocusConfig
 from focus_modules.eval.datasets import Question, multiple_choice_text
 from focus_modules.eval.distributed import Barrier, rank_and_world
 from focus_modules.eval.identity import identity_differences, identity_id
 from focus_modules.eval.images import ImageDecodeError, full_resolution_box, reduced_scale, reduced_scale_note
-from focus_modules.eval.metrics import SEARCH_PHASES, lenient_letter, strict_letter, summarize
+from focus_modules.eval.metrics import lenient_letter, map_peak_cell, strict_letter, summarize
 from focus_modules.eval.protocols import PROTOCOLS, lmms_eval_letter, lmms_eval_prompt
 from focus_modules.eval.results import (
     ResultsLockedError,
@@ -50,7 +50,7 @@ from focus_modules.eval.results import (
     shard_paths,
     write_json,
 )
-from focus_modules.results import roi_record
+from focus_modules.results import roi_record, search_forward_passes
 
 
 class Answerer(Protocol):
@@ -100,10 +100,15 @@ def run_identity(
 
 
 def config_dict(config: Any) -> dict[str, Any] | None:
-    """A FocusConfig (or any dataclass / mapping) as plain JSON-able data."""
+    """A FocusConfig (or any dataclass / mapping) as plain JSON-able data. A FocusConfig without
+    windows (``window_size=None``) leaves out the window fields, which then change nothing: a
+    result file written before windowed maps existed keeps its run identity and resumes."""
     if config is None:
         return None
     data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    if isinstance(config, FocusConfig) and config.window_size is None:
+        for name in WINDOW_FIELDS:
+            data.pop(name)
     return json.loads(json.dumps(data, default=str))
 
 
@@ -154,7 +159,8 @@ def run_eval(
         answerer: an object with FocusWrapper's ``answer`` method.
         out: the JSON-lines results file; appended to, and resumed from if it exists.
         dataset: benchmark name, recorded in the summary and the run identity.
-        method: ``"focus"`` or ``"vanilla"``.
+        method: one of :data:`focus_modules.config.METHODS` (FOCUS, the plain model, or a
+            search baseline; only FOCUS shares a search between rows of one image and question).
         config: the FocusConfig used (recorded; part of the run identity).
         protocol: ``"paper"`` (the adapter's prompt, ``prompt_of``; A.2) or ``"lmms-eval"``
             (that harness's prompt per dataset, :mod:`focus_modules.eval.protocols`).
@@ -412,6 +418,7 @@ def _error_row(base: dict[str, Any], reason: str) -> dict[str, Any]:
         "targets": [],
         "question_type": None,
         "rois": [],
+        "map_peaks": [],
         "forward_passes": {},
         "fp_search": 0,
         "fp_search_unshared": 0,
@@ -429,7 +436,7 @@ def _result_row(
 ) -> dict[str, Any]:
     answer = result.answer
     forward_passes = {str(phase): int(count) for phase, count in dict(result.forward_passes).items()}
-    fp_search = sum(forward_passes.get(phase, 0) for phase in SEARCH_PHASES)
+    fp_search = search_forward_passes(forward_passes)
     extracted = lmms_eval_letter(dataset, answer, question.options)
     scores = getattr(result, "option_scores", None)
     return {
@@ -443,6 +450,10 @@ def _result_row(
         "targets": [str(t) for t in result.targets],
         "question_type": result.question_type,
         "rois": [[roi_record(roi) for roi in target] for target in result.rois],
+        "map_peaks": [
+            map_peak_cell(heat, extent)
+            for heat, extent in zip(getattr(result, "relevance_maps", []), getattr(result, "map_extents", []))
+        ],
         "forward_passes": forward_passes,
         "fp_search": fp_search,
         "fp_search_unshared": fp_search,
@@ -459,6 +470,7 @@ def _to_full_resolution(row: dict[str, Any], scale: tuple[float, float]) -> None
     """A row answered on a reduced decode of its image: boxes in the full image's pixels (the
     frame of its GT boxes), and a note saying so."""
     row["rois"] = full_resolution_rois(row["rois"], scale)
+    row["map_peaks"] = [full_resolution_box(box, scale) for box in row["map_peaks"]]
     row["notes"].append(reduced_scale_note(scale))
 
 

@@ -23,8 +23,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from focus_modules.eval.metrics import SEARCH_PHASES
-from focus_modules.results import FocusResult
+from focus_modules.results import FocusResult, forward_pass_total, search_forward_passes
 from focus_modules.wrapper import FocusWrapper
 
 # lmms-eval's image placeholder; a model plugin places the images itself, so it is removed.
@@ -67,9 +66,10 @@ class HarnessAnswer:
     result: FocusResult | None
 
     def log_record(self) -> dict[str, Any]:
-        """JSON-able summary for a harness's per-sample log: ``method`` ("focus", "vanilla" or
-        "text-only"), ``forward_passes`` (phase -> prompts processed, Sec. A.2),
-        ``fp_search`` (relevance + verify: the visual-search FPs of Sec. 4.1), ``fp_total``,
+        """JSON-able summary for a harness's per-sample log: ``method`` (one of
+        ``focus_modules.config.METHODS``, or "text-only"), ``forward_passes`` (phase -> prompts
+        processed, Sec. A.2), ``fp_search`` (the visual-search FPs of Sec. 4.1: every forward
+        pass but step I's and the answer's), ``fp_total`` (forward passes of every phase),
         ``targets``, ``question_type``, ``final_view``, ``final_boxes`` (original-image pixels),
         ``seconds`` (the request's share of the model calls)."""
         if self.result is None:
@@ -79,8 +79,8 @@ class HarnessAnswer:
         return {
             "method": result.method,
             "forward_passes": forward_passes,
-            "fp_search": sum(forward_passes.get(phase, 0) for phase in SEARCH_PHASES),
-            "fp_total": sum(forward_passes.values()),
+            "fp_search": search_forward_passes(forward_passes),
+            "fp_total": forward_pass_total(forward_passes),
             "targets": list(result.targets),
             "question_type": result.question_type,
             "final_view": result.final_view,

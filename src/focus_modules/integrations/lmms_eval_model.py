@@ -58,7 +58,8 @@ class FocusLmms(lmms):
 
     Args (``--model_args``):
         pretrained: local model folder or hub id (any family with a FOCUS adapter).
-        method: ``focus`` or ``vanilla`` (the same model on the whole image, no search).
+        method: ``focus``, ``vanilla`` (the same model on the whole image, no search), or a
+            search baseline: ``zoomeye``, ``vicrop-rel``, ``vicrop-grad``.
         n_steps: ROIs verified per target (Table 7 preset with this budget).
         dataset: Table 7 column of the preset: ``vstar``, ``hrbench``, ``mme-rw-lite`` or
             none (the non-V*Bench values).
