@@ -273,3 +273,14 @@ def test_torchrun_two_ranks_merge_to_the_single_process_rows(tmp_path):
     assert summary_multi["run"]["world_size"] == 2
     for key in ("n", "accuracy", "accuracy_lenient", "per_category", "errors", "fp_search_mean", "roi_recall"):
         assert summary_multi[key] == summary_single[key]
+
+
+def test_config_identity_leaves_inert_window_fields_out():
+    from focus_modules.config import WINDOW_FIELDS, FocusConfig
+    from focus_modules.eval.runner import config_dict
+
+    plain = config_dict(FocusConfig.preset("llava-1.5", dataset="vstar"))
+    assert not set(WINDOW_FIELDS) & set(plain) and plain["k"] == 30  # a file from before windows: same identity
+    windowed = config_dict(FocusConfig.preset("llava-1.5", window_size=2048, window_combine="mean"))
+    expected = {"window_size": 2048, "window_overlap": 0.5, "window_combine": "mean"}
+    assert {k: windowed[k] for k in WINDOW_FIELDS} == expected

@@ -240,3 +240,40 @@ def test_module_entry_point_writes_full_size_images(tmp_path, capsys):
 def test_bad_input_raises(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_canvas_option_keeps_the_default_scenes_and_object_sizes(tmp_path):
+    # --canvas 2048 is the default config, so every seed draws the same scene with or without it
+    assert SceneConfig.for_canvas(2048) == SceneConfig()
+    main(["--out", str(tmp_path / "plain"), "--n", "1", "--seed", "4", "--families", "attribute"])
+    main(["--out", str(tmp_path / "canvas"), "--n", "1", "--seed", "4", "--families", "attribute", "--canvas", "2048"])
+    written = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain").rglob("*.*"))
+    assert [p.suffix for p in written] == [".jpg", ".json"]
+    for path in written:
+        assert (tmp_path / "plain" / path).read_bytes() == (tmp_path / "canvas" / path).read_bytes()
+    # larger canvases: sides in [3/4 canvas, canvas], objects of the default pixel size
+    large = SceneConfig.for_canvas(3072)
+    assert large.canvas_side == (2304, 3072) and large.object_size == SceneConfig().object_size
+    scene = make_scene(0, large)
+    assert all(2304 <= side <= 3072 for side in scene.size)
+    assert all(28 * 0.8 <= max(o.box[2] - o.box[0], o.box[3] - o.box[1]) <= 52 for o in scene.objects)
+
+
+def test_background_noise_bands_do_not_change_the_pixels():
+    # the last step runs a band of rows at a time on one noise stream: any band height (one band
+    # for the whole canvas is the unbanded arithmetic) gives the same pixels
+    from focus_modules.synthetic.background import render_background
+
+    def draw(rows):
+        rng = np.random.default_rng(11)
+        return np.asarray(render_background(rng, (301, 203), 2.5, 6.0, 40.0, rows_per_band=rows))
+
+    whole = draw(203)
+    for rows in (1, 7, 64, 256):
+        assert np.array_equal(draw(rows), whole)
+
+
+@pytest.mark.parametrize("flags", [["--canvas", "200"], ["--families", "colour"], ["--canvas", "big"]])
+def test_module_entry_point_refuses_bad_canvas_and_families(tmp_path, flags):
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--n", "1", *flags])

@@ -26,6 +26,11 @@ GLOBAL_VIEW_FAMILIES = ("llava-1.5", "gemma3")
 # What a question is answered with: FOCUS, the plain model on the whole image, or a visual-search
 # baseline (focus_modules.baselines: ZoomEye, ViCrop's rel-att and grad-att).
 METHODS = ("focus", "vanilla", "zoomeye", "vicrop-rel", "vicrop-grad")
+# How overlapping windows of the windowed relevance phase combine (FocusConfig.window_combine;
+# focus_modules.ops.stitch_maps).
+WINDOW_COMBINES = ("mean", "max")
+# The FocusConfig fields of the windowed relevance phase (all inert while window_size is None).
+WINDOW_FIELDS = ("window_size", "window_overlap", "window_combine")
 # Step VI: generate the option letter (A.2, the paper's results) or logits matching (C.5).
 ANSWER_SCHEMES = ("generate", "logits")
 # Prompt and option order of `focus eval`: the paper's (A.2) or lmms-eval's (focus_modules.eval.protocols).
@@ -59,6 +64,17 @@ class FocusConfig:
         smooth_sigma: std of the Gaussian smoothing applied to the map before proposals
             (global-local models), ``None`` for none.
         downsample: average-pooling factor applied after smoothing (1 = none).
+        window_size: ``None`` (the paper): one relevance map of the whole image. An int: the
+            side, in pixels of the original image, of the square windows of the windowed
+            relevance phase (Sec. 4.6's proposed extension for 4K-8K images): the existence
+            prompt runs on each window as a crop at the model's resolution, and the windows'
+            maps are stitched into one finer map of the whole image
+            (:mod:`focus_modules.ops.stitch_maps`; docs/design.md).
+        window_overlap: least overlap of neighbouring windows, a fraction of ``window_size``
+            in ``[0, 1)``; 0.5 puts every pixel in the central half of some window.
+        window_combine: how the windows covering one stitched cell combine: ``"max"`` (the
+            strongest window) or ``"mean"`` (their average); docs/design.md §14 has the
+            measurement behind the default.
     """
 
     layers: tuple[int, int] = (14, 32)
@@ -74,6 +90,9 @@ class FocusConfig:
     t_obj_dist: float = 1200.0
     smooth_sigma: float | None = None
     downsample: int = 1
+    window_size: int | None = None
+    window_overlap: float = 0.5
+    window_combine: str = "max"
 
     def __post_init__(self) -> None:
         start, end = self.layers
@@ -93,6 +112,17 @@ class FocusConfig:
             raise ValueError(f"smooth_sigma must be > 0 or None, got {self.smooth_sigma}")
         if self.downsample < 1:
             raise ValueError(f"downsample must be >= 1, got {self.downsample}")
+        if self.window_size is not None and (isinstance(self.window_size, bool) or self.window_size < 1):
+            raise ValueError(f"window_size must be a positive number of pixels or None, got {self.window_size}")
+        if not (0.0 <= self.window_overlap < 1.0):
+            raise ValueError(f"window_overlap must lie in [0, 1), got {self.window_overlap}")
+        if self.window_size is not None and self.window_size * (1.0 - self.window_overlap) < 1.0:
+            raise ValueError(
+                f"window_size={self.window_size} with window_overlap={self.window_overlap} moves the windows "
+                "by less than one pixel; lower window_overlap"
+            )
+        if self.window_combine not in WINDOW_COMBINES:
+            raise ValueError(f"window_combine must be one of {WINDOW_COMBINES}, got {self.window_combine!r}")
 
     @classmethod
     def preset(cls, family: str, dataset: str | None = None, n_steps: int = 8, **overrides) -> FocusConfig:

@@ -9,7 +9,9 @@ Per group of questions, each phase is one batched model call (left padding + att
   (:class:`RelevanceMap`) and ROI proposals (:class:`RoiProposer`). A question with several
   targets encodes its image once: one prefix pass over the shared tokens, then one short pass
   per target on a copy of its KV cache (:mod:`focus_modules.prefix_reuse`); at most three
-  batched calls per group (single-target questions, prefixes, suffixes).
+  batched calls per group (single-target questions, prefixes, suffixes). With
+  ``config.window_size`` the prompts run on overlapping crops of the image instead, whose maps
+  are stitched into one finer map per target (:mod:`focus_modules.ops.stitch_maps`).
 - ``"verify"`` (V): existence confidence (Eq. 5) of ROI crops: the top ``n_steps`` ROIs of
   every type-1 target, every ROI of type-2 targets; then the overrun rounds (C.1).
 - ``"answer"`` (VI): greedy generation on the final view built by the adapter (A.5), or
@@ -44,6 +46,8 @@ from focus_modules.modules.existence import ExistenceScorer
 from focus_modules.modules.relevance_map import RelevanceMap
 from focus_modules.modules.roi_proposer import RoiProposer
 from focus_modules.modules.value_capture import ValueCapture
+from focus_modules.ops.boxes import CellGeometry, image_cell_mask
+from focus_modules.ops.stitch_maps import stitch_maps, stitched_grid, window_boxes
 from focus_modules.prefix_reuse import capture_existence_values
 from focus_modules.results import FocusResult, Roi, charge, charge_batch
 
@@ -354,6 +358,9 @@ class FocusWrapper:
     # --- steps II-IV: relevance maps and proposals -----------------------------------------------
 
     def _relevance(self, jobs: list[_Job]) -> None:
+        if self.config.window_size is not None:
+            self._windowed_relevance(jobs)
+            return
         start = time.perf_counter()
         pairs = [(job, t) for job in jobs for t in range(len(job.result.targets))]
         encodings = [
@@ -366,20 +373,75 @@ class FocusWrapper:
         values = captured.values
         target_idx, visual_idx, grid_hw, valid = self._map_indices(encodings, captured.offsets, values.device)
         maps = self.relevance(values, target_idx, visual_idx, grid_hw, captured.attention_mask)
+        self._propose(pairs, maps, grid_hw, valid, [enc.geometry for enc in encodings])
+        searched = list({id(job): job for job, _ in pairs}.values())  # capture's question order
+        charge("relevance", list(zip(searched, captured.passes, captured.tokens)), start)
+
+    def _propose(self, pairs, maps: torch.Tensor, grid_hw: torch.Tensor, valid: torch.Tensor, geometries) -> None:
+        """ROI proposals on the maps of (question, target) ``pairs``; stores each pair's map,
+        its extent and its ROIs (pixels, through the map's ``CellGeometry``) in the result."""
         rois = self.proposer(maps, grid_hw, valid_mask=valid)
-        for p, ((job, _), enc) in enumerate(zip(pairs, encodings)):
-            h, w = enc.grid_hw
+        for p, ((job, _), geometry) in enumerate(zip(pairs, geometries)):
+            h, w = grid_hw[p].tolist()
             job.result.relevance_maps.append(maps[p, :h, :w].float().cpu())
-            origin, cell = enc.geometry.origin, enc.geometry.cell_size
+            origin, cell = geometry.origin, geometry.cell_size
             far = origin + cell * torch.tensor([w, h], dtype=cell.dtype)
             job.result.map_extents.append((*origin.tolist(), *far.tolist()))
             keep = rois.valid[p]
-            pixels = self.adapter.cells_to_pixels(rois.boxes[p][keep].cpu(), enc.geometry, self.config.downsample)
+            pixels = self.adapter.cells_to_pixels(rois.boxes[p][keep].cpu(), geometry, self.config.downsample)
             scores = rois.scores[p][keep].tolist()
             job.result.rois.append([Roi(tuple(box), float(s)) for box, s in zip(pixels.tolist(), scores)])
             job.verified.append(0)
-        searched = list({id(job): job for job, _ in pairs}.values())  # capture's question order
-        charge("relevance", list(zip(searched, captured.passes, captured.tokens)), start)
+
+    def _windowed_relevance(self, jobs: list[_Job]) -> None:
+        """Steps II-IV over sliding windows (``config.window_size``): the existence prompt of
+        every target on every window of its image (a crop, encoded as any crop is), all in one
+        capture with the group's other prompts (the targets of one window share its prefix
+        pass); each window's map as usual; the maps of one (question, target) stitched into one
+        map of the whole image (:func:`~focus_modules.ops.stitch_maps.stitch_maps`), which the
+        unchanged proposals, verification and answer use. Passes: one per window prompt, as
+        :func:`capture_existence_values` counts them (``1`` or ``1 + T`` per window)."""
+        start = time.perf_counter()
+        cfg = self.config
+        pairs = [(job, t) for job in jobs for t in range(len(job.result.targets))]
+        pair_of = {(id(job), t): p for p, (job, t) in enumerate(pairs)}
+        encodings, owners, window_owner, shifts = [], [], [], []
+        for job in jobs:
+            boxes = window_boxes(job.image.size, cfg.window_size, cfg.window_overlap).tolist()
+            for w, box in enumerate(boxes):
+                view = crop(job.image, box)
+                for t, enc in enumerate(self.adapter.encode_existence_targets(view, job.result.targets)):
+                    encodings.append(enc)
+                    owners.append((id(job), w))  # prefix reuse: the targets of one window
+                    window_owner.append(pair_of[(id(job), t)])
+                    shifts.append((box[0], box[1], *job.image.size))
+        with self.capture as capture:
+            captured = capture_existence_values(
+                self.adapter, capture, encodings, owners, reuse_prefix=self.reuse_prefix
+            )
+        values = captured.values
+        target_idx, visual_idx, grid_hw, valid = self._map_indices(encodings, captured.offsets, values.device)
+        maps = self.relevance(values, target_idx, visual_idx, grid_hw, captured.attention_mask)
+        shift = torch.tensor(shifts, dtype=torch.float64)
+        windows = CellGeometry(
+            torch.stack([enc.geometry.origin for enc in encodings]) + shift[:, :2],
+            torch.stack([enc.geometry.cell_size for enc in encodings]),
+            shift[:, 2:],
+        )
+        owner = torch.tensor(window_owner, dtype=torch.long)
+        grid, out_hw = stitched_grid(windows, owner, len(pairs))
+        stitched = stitch_maps(
+            maps, grid_hw, windows, owner.to(maps.device), grid, out_hw, valid, combine=cfg.window_combine
+        )
+        h_max, w_max = stitched.maps.shape[1:]
+        inside = image_cell_mask(grid, out_hw, h_max, w_max).to(stitched.maps.device)
+        out_hw = out_hw.to(stitched.maps.device)
+        geometries = [CellGeometry(*(field[p] for field in grid)) for p in range(len(pairs))]
+        self._propose(pairs, stitched.maps, out_hw, inside & (stitched.coverage > 0), geometries)
+        job_of = {id(job): job for job in jobs}
+        windows_in_order = list(dict.fromkeys(owners))  # capture's order of (question, window)
+        spent = zip(windows_in_order, captured.passes, captured.tokens)
+        charge("relevance", [(job_of[key[0]], n, tokens) for key, n, tokens in spent], start)
 
     @staticmethod
     def _map_indices(encodings: list[Encoding], offsets: list[int], device):

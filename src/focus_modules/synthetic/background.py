@@ -25,10 +25,9 @@ def _blotches(rng: np.random.Generator, size: tuple[int, int], amplitude: float)
     width, height = size
     grid_w, grid_h = max(2, width // 160), max(2, height // 160)
     coarse = rng.normal(0, 1, (grid_h, grid_w, 1)) + 0.3 * rng.normal(0, 1, (grid_h, grid_w, 3))
-    channels = [
-        np.asarray(Image.fromarray(coarse[..., c].astype(np.float32)).resize(size, Image.BICUBIC)) for c in range(3)
-    ]
-    field = np.stack(channels, axis=-1)
+    field = np.empty((height, width, 3), np.float32)  # filled channel by channel: no stacked copy
+    for c in range(3):
+        field[..., c] = np.asarray(Image.fromarray(coarse[..., c].astype(np.float32)).resize(size, Image.BICUBIC))
     field *= amplitude
     return field
 
@@ -77,6 +76,7 @@ def render_background(
     clutter_density: float,
     noise_std: float,
     max_chroma: float,
+    rows_per_band: int = 256,
 ) -> Image.Image:
     """Draw one background.
 
@@ -86,6 +86,8 @@ def render_background(
         clutter_density: strokes per 10,000 pixels.
         noise_std: std of the per-pixel Gaussian noise, in 0..255 units.
         max_chroma: largest allowed distance of a channel from the pixel's channel mean.
+        rows_per_band: rows of the final noise step processed at once (memory only; the
+            pixels are the same for any value).
 
     Returns:
         RGB image of ``size``.
@@ -104,13 +106,21 @@ def render_background(
 
     _draw_clutter(rng, image, n_strokes=int(clutter_density * width * height / 10_000))
 
-    pixels = rng.standard_normal((height, width, 3), dtype=np.float32)
-    pixels *= noise_std
-    pixels += np.asarray(image)
-    np.clip(pixels, 0, 255, out=pixels)
-    grey = pixels.mean(axis=-1, keepdims=True)
-    # Clipping the channels toward the pixel's mean keeps them in 0..255 and only lowers the spread.
-    pixels -= grey
-    np.clip(pixels, -max_chroma, max_chroma, out=pixels)
-    pixels += grey
-    return Image.fromarray(np.rint(pixels, out=pixels).astype(np.uint8))
+    # Noise and chroma clipping, a band of rows at a time: per-pixel arithmetic on the same noise
+    # stream (NumPy draws it in the same order in bands), so the pixels do not depend on the band
+    # height, while an 8K canvas needs no full-size float copies.
+    clean = np.asarray(image)
+    out = np.empty_like(clean)
+    for top in range(0, height, rows_per_band):
+        band = clean[top : top + rows_per_band]
+        pixels = rng.standard_normal(band.shape, dtype=np.float32)
+        pixels *= noise_std
+        pixels += band
+        np.clip(pixels, 0, 255, out=pixels)
+        grey = pixels.mean(axis=-1, keepdims=True)
+        # Clipping the channels toward the pixel's mean keeps them in 0..255 and only lowers the spread.
+        pixels -= grey
+        np.clip(pixels, -max_chroma, max_chroma, out=pixels)
+        pixels += grey
+        out[top : top + rows_per_band] = np.rint(pixels, out=pixels)
+    return Image.fromarray(out)

@@ -100,6 +100,16 @@ class SceneConfig:
                 f"a channel spread >= 130), got {self.clutter_density}, {self.noise_std}, {self.max_chroma}"
             )
 
+    @classmethod
+    def for_canvas(cls, canvas: int, **fields) -> SceneConfig:
+        """Scenes on canvases whose sides lie in ``(3 * canvas // 4, canvas)`` pixels, with the
+        default objects and clutter per pixel: objects keep their pixel size, so on a larger
+        canvas (``for_canvas(8192)``: HR-Bench 8K-like 6144-8192 px sides) they are a smaller share
+        of the image. ``for_canvas(2048)`` is the default config; ``fields`` override others."""
+        if isinstance(canvas, bool) or not isinstance(canvas, int):
+            raise ValueError(f"canvas must be an int number of pixels, got {canvas!r}")
+        return cls(canvas_side=(3 * canvas // 4, canvas), **fields)
+
     @property
     def max_count_option(self) -> int:
         """Largest number offered as a counting option (wrong options come from 0..this)."""
