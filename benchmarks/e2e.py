@@ -44,6 +44,10 @@ from focus_modules import FocusConfig, FocusWrapper, RoiProposer  # noqa: E402
 from focus_modules.results import PHASES  # noqa: E402
 
 MODELS = ("llava-1.5", "llava-onevision", "qwen2.5-vl")
+# Generated images (WIDTHxHEIGHT, cycled over the questions) and generation budgets by default.
+IMAGE_SIZES = ("2048x1536", "3840x2160", "7680x4320")
+TARGET_TOKENS = 32
+ANSWER_TOKENS = 8
 # What a tiny-scale run keeps of each architecture (CI smoke run).
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2)
 TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2)
@@ -304,6 +308,13 @@ def build(family: str, layers: int | None, vision_layers: int | None, tiny: bool
     return model, processor
 
 
+def focus_config(family: str, n_steps: int, depth: int, overrun: bool) -> FocusConfig:
+    """The family's preset with its share of last layers on the (possibly truncated) ``depth``-layer model."""
+    preset = FocusConfig.preset(family, n_steps=n_steps)
+    start = min(round(preset.layers[0] * depth / (32 if family == "llava-1.5" else 28)), depth - 1)
+    return dataclasses.replace(preset, layers=(start, depth), overrun=overrun)
+
+
 # --- data ---------------------------------------------------------------------------------------
 
 
@@ -317,6 +328,11 @@ def make_image(width: int, height: int, seed: int) -> Image.Image:
         x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
         image.paste(tuple(int(c) for c in rng.integers(0, 256, 3)), (x, y, x + w, y + h))
     return image
+
+
+def parse_sizes(texts) -> list[tuple[int, int]]:
+    """``["2048x1536", ...]`` -> ``[(2048, 1536), ...]`` (width, height)."""
+    return [tuple(int(v) for v in text.lower().split("x")) for text in texts]
 
 
 def make_questions(n: int, sizes: list[tuple[int, int]], offset: int = 0):
@@ -410,7 +426,7 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--image-sizes",
         nargs="+",
-        default=["2048x1536", "3840x2160", "7680x4320"],
+        default=list(IMAGE_SIZES),
         help="WIDTHxHEIGHT of the generated images, cycled over the questions",
     )
     parser.add_argument("--layers", type=int, default=None, help="keep the first N decoder layers")
@@ -418,8 +434,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--scale", choices=("full", "tiny"), default="full", help="tiny: every width shrunk (CI)")
     parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on the CPU by default")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--target-tokens", type=int, default=32, help="step I's generation budget")
-    parser.add_argument("--answer-tokens", type=int, default=8, help="the final answer's generation budget")
+    parser.add_argument("--target-tokens", type=int, default=TARGET_TOKENS, help="step I's generation budget")
+    parser.add_argument("--answer-tokens", type=int, default=ANSWER_TOKENS, help="the final answer's generation budget")
     parser.add_argument(
         "--no-overrun",
         action="store_true",
@@ -438,7 +454,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.image_sizes]
+    sizes = parse_sizes(args.image_sizes)
     n_questions = args.questions or max(args.batch_sizes)
     methods = ([] if args.no_vanilla else [("vanilla", None)]) + [("focus", n) for n in args.steps]
     import transformers
@@ -465,10 +481,7 @@ def main(argv=None) -> dict:
         depth = model.config.text_config.num_hidden_layers
         fw = None
         for method, n_steps in methods:
-            preset = FocusConfig.preset(family, n_steps=n_steps or 1)
-            # the preset's share of last layers, on the (possibly truncated) model
-            start = min(round(preset.layers[0] * depth / (32 if family == "llava-1.5" else 28)), depth - 1)
-            config = dataclasses.replace(preset, layers=(start, depth), overrun=not args.no_overrun)
+            config = focus_config(family, n_steps or 1, depth, overrun=not args.no_overrun)
             if fw is None:  # one wrapper per model: compiling happens once, with its hooks attached
                 fw = FocusWrapper(
                     model,

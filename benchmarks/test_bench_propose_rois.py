@@ -19,39 +19,15 @@ checks to 0.43 ms (a prototype, not in the library).
 
 import pytest
 import torch
+from roi_inputs import SETTINGS, hyper_parameters, make_maps
 
-from focus_modules import FocusConfig
 from focus_modules.functional import propose_rois
 from focus_modules.ops.propose_rois import candidate_rois, check_roi_inputs, suppress_overlaps
 
-SETTINGS = {
-    "24x24": ((24, 24), FocusConfig.preset("llava-1.5", dataset="vstar")),
-    "114x57": ((114, 57), FocusConfig.preset("llava-onevision", dataset="vstar")),
-}
 DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
 ]
-
-
-def make_maps(batch, h, w, device):
-    """Smooth random maps with a few peaks, each summing to 1 (like relevance maps)."""
-    gen = torch.Generator().manual_seed(batch * h)
-    maps = torch.nn.functional.avg_pool2d(torch.rand(batch, 1, h, w, generator=gen) ** 8, 3, 1, 1).squeeze(1)
-    maps = maps / maps.sum((1, 2), keepdim=True)
-    return maps.to(device), torch.tensor([[h, w]] * batch, device=device)
-
-
-def hyper_parameters(cfg):
-    return dict(
-        k=cfg.k,
-        s_min=cfg.s_min,
-        s_max=cfg.s_max,
-        s_dist=cfg.s_dist,
-        expand_threshold=cfg.expand_threshold,
-        smooth_sigma=cfg.smooth_sigma,
-        downsample=cfg.downsample,
-    )
 
 
 def synchronized(fn, device):
