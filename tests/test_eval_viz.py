@@ -56,3 +56,19 @@ def test_heat_map_uses_the_colour_scale_and_draws_it():
     strip_y = 400 - 4 - 5
     low, high = picture.getpixel((400 + 5, strip_y)), picture.getpixel((400 + 4 + 400 // 3 - 2, strip_y))
     assert sum(low) < 60 and sum(high) > 600
+
+
+def test_truth_boxes_and_caption():
+    image = Image.new("RGB", (400, 200), BLUE)
+    heat = torch.zeros(8, 8)
+    lines = ["Question: what?", "FOCUS: A (correct)"]
+    picture = render_result(image, _result(heat), truth_boxes=[(100, 100, 140, 140)], caption=lines)
+    from focus_modules.eval.viz import CAPTION_LINE_HEIGHT
+
+    assert picture.size == (800, 200 + CAPTION_LINE_HEIGHT * 2 + 8)
+    # the box is drawn 3 px outside the object, in white, on both panels; the object stays as it was
+    for x0 in (0, 400):
+        assert picture.getpixel((x0 + 97, 120)) == (255, 255, 255)
+        assert picture.getpixel((x0 + 120, 120)) != (255, 255, 255)
+    caption = np.asarray(picture.crop((0, 200, 800, picture.height)))
+    assert caption.max() > 200 and caption.min() == 0  # light text (antialiased) on black

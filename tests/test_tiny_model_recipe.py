@@ -119,6 +119,40 @@ def test_instruction_samples_reply_with_the_scene_truth(maker):
     assert seen_mark
 
 
+def test_presence_weights_count_small_objects_fully_and_small_marks_in_part():
+    from train import MARK_PRESENCE_SHARE, presence_weights
+
+    fractions = torch.zeros(3, NUM_CLASSES)
+    red, white = OBJECT_CLASSES["red"], MARK_CLASSES["white"]
+    fractions[0, red], fractions[0, 0] = 0.03, 0.97  # an object on 3 % of the patch
+    fractions[1, white], fractions[1, 0] = 0.03, 0.97  # a mark on 3 %
+    fractions[2, red], fractions[2, OBJECT_CLASSES["blue"]], fractions[2, 0] = 0.5, 0.5, 0.0
+    weights = presence_weights(fractions, object_share=0.02)
+    assert weights[0, red] == 1.0 and weights[0, 0] == 0.0
+    assert weights[1, white] == pytest.approx(0.03 / MARK_PRESENCE_SHARE) and weights[1, 0] == pytest.approx(0.7)
+    assert weights[2, red] == weights[2, OBJECT_CLASSES["blue"]] == 0.5  # renormalised past 1
+    assert torch.allclose(weights.sum(-1), torch.ones(3))
+    # at the older runs' share an object on 3 % of a patch counts 0.3
+    assert presence_weights(fractions, object_share=0.1)[0, red] == pytest.approx(0.3)
+
+
+def test_the_mark_question_is_asked_both_ways_on_the_tight_crop(maker):
+    ts = TrainingScene.make((7001, 97, 0))
+    samples = maker.instruction_samples(ts, np.random.default_rng(0))
+    tokenizer = maker.adapter.tokenizer
+    asked = [
+        (tokenizer.decode(encoding.input_ids), reply)
+        for encoding, reply, _ in samples
+        if "mark color of the" in tokenizer.decode(encoding.input_ids)
+    ]
+    image_prompts = [(text, reply) for text, reply in asked if "<image>" in text]
+    letters = [reply for text, reply in image_prompts if reply in ("A", "B", "C", "D") and "letter" in text]
+    colours = [reply for text, reply in image_prompts if reply in MARK_COLORS]
+    # per attribute question: multiple choice on an ROI view and on the tight crop; open-ended on both
+    n = len(ts.scene.questions_of("attribute"))
+    assert len(letters) >= 2 * n and len(colours) >= 2 * n
+
+
 def test_training_runs_resumes_and_the_probes_read_the_checkpoint(tmp_path):
     base = [
         sys.executable,

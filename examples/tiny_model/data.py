@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from model import IMAGE_SIZE, PATCH_SIZE
 from PIL import Image
 
 from focus_modules.adapters import LlavaAdapter
@@ -34,7 +33,6 @@ from focus_modules.synthetic.heldout import TRAIN_SEED_TAG
 from focus_modules.synthetic.records import Box, boxes_intersect
 from focus_modules.synthetic.vstar import jpeg_round_trip
 
-GRID = IMAGE_SIZE // PATCH_SIZE
 BACKGROUND_WORD = "background"
 MARK_WORD = "mark"
 # Class ids of the class image (R channel); anything larger (padding, canvas fill) is background.
@@ -53,7 +51,7 @@ TIGHT_CONTEXT = (1.2, 2.5)
 
 @dataclass
 class View:
-    """An image shown to the model and its ``[GRID * GRID, NUM_CLASSES]`` patch class fractions."""
+    """An image shown to the model and its ``[grid * grid, NUM_CLASSES]`` patch class fractions."""
 
     image: Image.Image
     fractions: np.ndarray
@@ -92,15 +90,16 @@ def class_image(scene: Scene) -> Image.Image:
 
 
 def patch_fractions(adapter: LlavaAdapter, class_view: Image.Image) -> np.ndarray:
-    """Class fractions per patch of the view the model sees (padded square, GRID x GRID)."""
+    """Class fractions per patch of the view the model sees (padded square, ``adapter.grid_size``
+    patches a side)."""
     square, _ = adapter.prepare_image(class_view)
     ids = np.asarray(square)[..., 0].astype(np.int64)
     ids[ids >= NUM_CLASSES] = 0
-    side = ids.shape[0]
-    cell = np.minimum(np.arange(side) * GRID // side, GRID - 1)
-    patch = cell[:, None] * GRID + cell[None, :]
-    counts = np.bincount((patch * NUM_CLASSES + ids).ravel(), minlength=GRID * GRID * NUM_CLASSES)
-    counts = counts.reshape(GRID * GRID, NUM_CLASSES).astype(np.float32)
+    side, grid = ids.shape[0], adapter.grid_size
+    cell = np.minimum(np.arange(side) * grid // side, grid - 1)
+    patch = cell[:, None] * grid + cell[None, :]
+    counts = np.bincount((patch * NUM_CLASSES + ids).ravel(), minlength=grid * grid * NUM_CLASSES)
+    counts = counts.reshape(grid * grid, NUM_CLASSES).astype(np.float32)
     return counts / counts.sum(1, keepdims=True)
 
 
@@ -124,11 +123,11 @@ def scene_class_words(scene: Scene, tokenizer) -> list[list[int]]:
     return groups
 
 
-def roi_box(box: Box, scene: Scene, rng: np.random.Generator, cells: tuple[float, float]) -> Box:
-    """A square box of ``cells`` map cells (of the padded square; a uniform draw) containing
-    ``box`` at a random place, shifted inside the image."""
+def roi_box(box: Box, scene: Scene, rng: np.random.Generator, cells: tuple[float, float], grid: int) -> Box:
+    """A square box of ``cells`` map cells (of the padded square's ``grid x grid`` map; a uniform
+    draw) containing ``box`` at a random place, shifted inside the image."""
     width, height = scene.size
-    cell = max(width, height) / GRID
+    cell = max(width, height) / grid
     side = max(box[2] - box[0], box[3] - box[1], round(rng.uniform(*cells) * cell))
     side_w, side_h = min(side, width), min(side, height)
     x1 = int(rng.integers(max(0, box[2] - side_w), min(box[0], width - side_w) + 1))
@@ -136,16 +135,18 @@ def roi_box(box: Box, scene: Scene, rng: np.random.Generator, cells: tuple[float
     return (x1, y1, x1 + side_w, y1 + side_h)
 
 
-def avoiding_roi(scene: Scene, avoid: list[Box], rng: np.random.Generator, cells: tuple[float, float]) -> Box | None:
-    """A box of ``cells`` map cells around some object or random place that touches no box of
-    ``avoid``."""
+def avoiding_roi(
+    scene: Scene, avoid: list[Box], rng: np.random.Generator, cells: tuple[float, float], grid: int
+) -> Box | None:
+    """A box of ``cells`` map cells (of a ``grid x grid`` map) around some object or random place
+    that touches no box of ``avoid``."""
     for _ in range(30):
         others = [o for o in scene.objects if o.box not in avoid]
         if others and rng.random() < 0.7:
-            box = roi_box(others[rng.integers(len(others))].box, scene, rng, cells)
+            box = roi_box(others[rng.integers(len(others))].box, scene, rng, cells, grid)
         else:
             width, height = scene.size
-            side = round(rng.uniform(*cells) * max(width, height) / GRID)
+            side = round(rng.uniform(*cells) * max(width, height) / grid)
             side = min(side, width, height)
             x1, y1 = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
             box = (x1, y1, x1 + side, y1 + side)
@@ -179,7 +180,8 @@ class SampleMaker:
 
     def roi(self, box: Box, scene: Scene, rng: np.random.Generator) -> Box:
         """An ROI-sized (sometimes tight) square box around ``box``."""
-        return roi_box(box, scene, rng, self.tight_cells if rng.random() < TIGHT_SHARE else self.roi_cells)
+        cells = self.tight_cells if rng.random() < TIGHT_SHARE else self.roi_cells
+        return roi_box(box, scene, rng, cells, self.adapter.grid_size)
 
     def view(self, ts: TrainingScene, box: Box | None) -> View:
         if box is None:
@@ -205,7 +207,7 @@ class SampleMaker:
         for obj in scene.objects:
             views.append(self.view(ts, context_crop_box([obj.box], scene.size, rng, OBJECT_CONTEXT, min_side=8)))
             views.append(self.view(ts, self.roi(obj.box, scene, rng)))
-        views.append(self.view(ts, avoiding_roi(scene, [], rng, self.roi_cells)))
+        views.append(self.view(ts, avoiding_roi(scene, [], rng, self.roi_cells, self.adapter.grid_size)))
         return views
 
     def existence(self, ts: TrainingScene, rng: np.random.Generator, positive: bool, tight: bool = False):
@@ -237,7 +239,7 @@ class SampleMaker:
                     [others[rng.integers(len(others))].box], scene.size, rng, TIGHT_CONTEXT, min_side=8
                 )
                 box = None if any(boxes_intersect(box, a) for a in avoid) else box
-            box = box or avoiding_roi(scene, avoid, rng, self.roi_cells)
+            box = box or avoiding_roi(scene, avoid, rng, self.roi_cells, self.adapter.grid_size)
             if box is None:
                 return None
         view = self.view(ts, box)
@@ -283,7 +285,8 @@ class SampleMaker:
             box = context_crop_box(list(question.boxes), scene.size, rng, TIGHT_CONTEXT, min_side=8)
             view = self.view(ts, box)
             tight = FinalView([view.image], "crop", [box])
-            samples.append((self.adapter.encode_answer(tight, question.question, None), question.answer, view.fractions))
+            open_ended = self.adapter.encode_answer(tight, question.question, None)
+            samples.append((open_ended, question.answer, view.fractions))
             # The letter hop on a view whose mark is plain to read: the colour to its option letter.
             shown, letter = shuffled_options(question.options, rng)
             samples.append((self.adapter.encode_answer(tight, question.question, shown), letter, view.fractions))

@@ -129,6 +129,39 @@ def build_tiny_focus_llava(
     return model, processor
 
 
+def set_image_size(model, processor, image_size: int) -> None:
+    """Give a (trained) tiny model a vision input of ``image_size`` pixels, in place.
+
+    The CLIP tower's learned position embeddings are resized bicubically from the old patch grid
+    to the new one (the class position kept as it is), which is how a pretrained ViT is moved to
+    a higher resolution before fine-tuning; the configs and the image processor follow. The
+    language model needs no new weights (rotary positions); its context grows to hold the longer
+    image block. 144 px gives LLaVA-1.5's own 24 x 24 map with 6 px patches.
+    """
+    import torch
+    from torch import nn
+
+    vision = model.config.vision_config
+    if image_size % vision.patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of the patch size {vision.patch_size}")
+    old, new = vision.image_size // vision.patch_size, image_size // vision.patch_size
+    embeddings = next(m for m in model.model.vision_tower.modules() if hasattr(m, "position_embedding"))
+    weight = embeddings.position_embedding.weight.data
+    grid = weight[1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    resized = torch.cat([weight[:1], grid.permute(0, 2, 3, 1).reshape(new * new, -1)])
+    embeddings.position_embedding = nn.Embedding(1 + new * new, weight.shape[1])
+    embeddings.position_embedding.weight.data.copy_(resized)
+    embeddings.num_patches, embeddings.num_positions, embeddings.image_size = new * new, 1 + new * new, image_size
+    embeddings.register_buffer("position_ids", torch.arange(1 + new * new)[None], persistent=False)
+    vision.image_size = image_size
+    model.config.image_seq_length = new * new
+    text = model.config.get_text_config()
+    text.max_position_embeddings = max(text.max_position_embeddings, 2 * (new * new + 1) + 512)
+    processor.image_processor.size = {"shortest_edge": image_size}
+    processor.image_processor.crop_size = {"height": image_size, "width": image_size}
+
+
 def make_checkpoint_portable(folder: str | Path) -> None:
     """Rewrite a checkpoint that transformers 5.x saved so that transformers 4.46+ loads it too.
 

@@ -67,7 +67,7 @@ def probe(model, adapter, config, scenes: int, layer_ranges) -> dict[str, list[b
                 said = "Yes" if logits[yes].max() > logits[no].max() else "No"
                 add(f"existence_roi_{found[1]}", said == found[1])
         for question in scene.questions_of("attribute")[:2]:
-            box = roi_box(question.boxes[0], scene, rng, cells=(config.s_min, config.s_max))
+            box = roi_box(question.boxes[0], scene, rng, (config.s_min, config.s_max), adapter.grid_size)
             shown, letter = shuffled_options(question.options, rng)
             enc = adapter.encode_answer(FinalView([ts.pixels.crop(box)], "crop", [box]), question.question, shown)
             add("mark_ideal_crop", adapter.generate(adapter.collate([enc]), 4)[0].strip() == letter)

@@ -40,11 +40,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data import OBJECT_CLASSES, SampleStream  # noqa: E402
-from model import build_tiny_focus_llava, make_checkpoint_portable  # noqa: E402
+from model import build_tiny_focus_llava, make_checkpoint_portable, set_image_size  # noqa: E402
 
 from focus_modules.adapters import LlavaAdapter  # noqa: E402
 from focus_modules.config import SETTINGS_FILE  # noqa: E402
-from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, tiny_focus_config  # noqa: E402
+from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, load_tiny_focus_llava, tiny_focus_config  # noqa: E402
 
 
 def batches(stream, batch_size: int, pad_id: int):
@@ -111,8 +111,8 @@ def alignment_loss(
     word embedding.
 
     Args:
-        projected: ``[B, GRID * GRID, D]`` projector outputs.
-        fractions: ``[B, GRID * GRID, NUM_CLASSES]`` class shares per patch.
+        projected: ``[B, grid * grid, D]`` projector outputs.
+        fractions: ``[B, grid * grid, NUM_CLASSES]`` class shares per patch.
         class_words: per sample, per class, the token ids whose embeddings sum to its word.
         embeddings: ``[vocab, D]`` input word embeddings (detached here).
         object_share: see :func:`presence_weights`.
@@ -132,7 +132,7 @@ def alignment_loss(
 
 
 class ProjectorTap:
-    """Keeps the multimodal projector's last output ``[n_images, GRID * GRID, D]``."""
+    """Keeps the multimodal projector's last output ``[n_images, grid * grid, D]``."""
 
     def __init__(self, model):
         self.output = None
@@ -153,10 +153,12 @@ def train(args) -> dict:
     torch.manual_seed(args.seed)
     model, processor = build_tiny_focus_llava(seed=args.seed)
     if args.init is not None:
-        from transformers import LlavaForConditionalGeneration
-
-        model = LlavaForConditionalGeneration.from_pretrained(args.init)
+        model, processor = load_tiny_focus_llava(args.init)
         print(f"initialised from {args.init}")
+    if args.image_size is not None and args.image_size != model.config.vision_config.image_size:
+        set_image_size(model, processor, args.image_size)
+        grid = args.image_size // model.config.vision_config.patch_size
+        print(f"vision input: {args.image_size} px ({grid} x {grid} map)")
     model.train()
     adapter = LlavaAdapter(model, processor)
     # The run's FOCUS settings shape its ROI-sized training views and travel with every checkpoint.
@@ -196,8 +198,8 @@ def train(args) -> dict:
             if stage == "align":
                 model.model.get_image_features(pixel_values=batch["pixel_values"])
                 loss = align = alignment_loss(
-                        tap.output, batch["fractions"], batch["class_words"], embeddings, args.object_presence
-                    )
+                    tap.output, batch["fractions"], batch["class_words"], embeddings, args.object_presence
+                )
                 optimizer, lr = optimizers["align"], lr_at(step, args.align_steps, args.align_lr, 20)
             else:
                 inputs = {k: batch[k] for k in ("input_ids", "labels", "attention_mask", "pixel_values") if k in batch}
@@ -296,8 +298,14 @@ def main(argv: list[str] | None = None) -> None:
         "--object-presence",
         type=float,
         default=0.02,
-        help="share of a patch from which an object is the patch's word in the alignment targets "
-        "(runs A-F: 0.1)",
+        help="share of a patch from which an object is the patch's word in the alignment targets (runs A-F: 0.1)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="vision input side in pixels (default: the model's own; 96 -> 16 x 16 map, 144 -> 24 x 24); "
+        "an --init checkpoint of another size gets its position embeddings resized",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from focus_modules.adapters.base import OPTION_LETTERS
     from focus_modules.eval.viz import render_result
+    from focus_modules.results import search_forward_passes
     from focus_modules.synthetic.tiny_llava import (
         SHIPPED_CHECKPOINT,
         TINY_ANSWER_SCHEME,
@@ -77,22 +78,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ({letter}) {option}" + ("   <- correct" if letter == correct else ""))
     print(f"Answer scheme: {TINY_ANSWER_SCHEME} (each option's text scored as the reply), for both methods")
     vanilla, focus = demo_answers(wrapper, image, question, options)
+    answers = []
     for name, result in (("vanilla", vanilla), (f"FOCUS (n_steps={args.n_steps})", focus)):
         verdict = "correct" if result.answer.strip() == correct else "wrong"
         fps = ", ".join(f"{phase} {count}" for phase, count in result.forward_passes.items())
-        search = result.forward_passes.get("relevance", 0) + result.forward_passes.get("verify", 0)
+        search = search_forward_passes(result.forward_passes)
         print(f"{name:>22}: {result.answer!r} ({verdict}); forward passes: {fps} (visual search {search})")
+        answers.append(f"{name}: {result.answer} ({verdict}), visual-search passes {search}")
     print(f"FOCUS targets: {focus.targets} (type {focus.question_type}, {focus.final_view} view)")
     for target, rois in zip(focus.targets, focus.rois):
         if rois:
             best = rois[0]
             box = ", ".join(f"{v:.0f}" for v in best.box)
             print(f"  best ROI for {target!r}: ({box}) relevance {best.relevance:.3f} confidence {best.confidence}")
-    picture = render_result(image, focus, map_extents=focus.map_extents)
+    peak = "within one cell of" if map_peak_hits(focus, question.boxes) else "NOT within one cell of"
+    print(f"The relevance map's peak lies {peak} the asked object.")
+    rates = benchmark_lines(Path(checkpoint) / BENCHMARK_FILE)
+    caption = [
+        f"{question.question}  (correct: {correct}; white box: the asked object; thick box: the ROI "
+        "FOCUS answered from)",
+        *answers,
+        f"relevance-map peak {peak} the asked object",
+        *rates[:-1],
+    ]
+    picture = render_result(image, focus, map_extents=focus.map_extents, truth_boxes=question.boxes, caption=caption)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     picture.save(args.out)
-    print(f"wrote {args.out} (image with ROIs, relevance heat map per target)")
-    print_benchmark(Path(checkpoint) / BENCHMARK_FILE)
+    print(f"wrote {args.out} (image with ROIs, relevance heat map per target, answers and measured rates)")
+    print("\n" + "\n".join(rates))
     return 0
 
 
@@ -131,21 +144,30 @@ def demo_answers(wrapper, image, question, options):
     )
 
 
-def print_benchmark(path: Path) -> None:
-    """The held-out benchmark's measured rates for this checkpoint, and how to reproduce them:
-    one example proves nothing, these numbers are the evidence."""
+def map_peak_hits(result, boxes) -> bool:
+    """Whether a relevance map of ``result`` peaks within one cell of one of ``boxes`` (the
+    asked objects' pixel boxes), as the held-out benchmark's map hit rate counts it."""
+    from focus_modules.eval.metrics import map_hits, map_peak_cell
+
+    peaks = [map_peak_cell(heat, extent) for heat, extent in zip(result.relevance_maps, result.map_extents)]
+    return any(map_hits(peaks, boxes))
+
+
+def benchmark_lines(path: Path) -> list[str]:
+    """The held-out benchmark's measured rates for this checkpoint, and (last line) how to
+    reproduce them: one example proves nothing, these numbers are the evidence."""
     if not path.is_file():
-        print(f"(no {BENCHMARK_FILE} beside this checkpoint: its held-out rates were not measured)")
-        return
+        return [f"(no {BENCHMARK_FILE} beside this checkpoint: its held-out rates were not measured)", ""]
     bench = json.loads(path.read_text())
-    scheme = f", answer scheme {bench['answer_scheme']}" if "answer_scheme" in bench else ""
-    print(f"\nMeasured on {bench['questions']} (held-out scenes, never trained on{scheme}):")
+    lines = [f"Measured on {bench['questions']} (held-out scenes, never trained on):"]
     for row in bench["rows"]:
         cells = ", ".join(f"{family} {acc:.1f} %" for family, acc in row["accuracy"].items())
-        print(f"  {row['method']:>18}: {cells}; search forward passes {row['fp_search_mean']:.2f}")
-    print(f"Reproduce (CHECKPOINT={path.parent}; or python benchmarks/tiny_model_heldout.py in the repository):")
-    for command in bench["commands"]:
-        print(f"  {command}")
+        hits = "" if row.get("map_hit_rate") is None else f"; map peak on the target {row['map_hit_rate']:.1f} %"
+        lines.append(f"  {row['method']:>29}: {cells}; search forward passes {row['fp_search_mean']:.2f}{hits}")
+    commands = "\n".join(f"  {command}" for command in bench["commands"])
+    where = f"CHECKPOINT={path.parent}; or python benchmarks/tiny_model_heldout.py in the repository"
+    lines.append(f"Reproduce ({where}):\n{commands}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,10 +22,16 @@ HEAT_SCALE = (
     (1.0, (252, 255, 164)),
 )
 HEAT_MAX_ALPHA = 210
+CAPTION_LINE_HEIGHT = 14
 
 
 def render_result(
-    image: Image.Image, result: Any, max_side: int = 768, map_extents: Sequence[Sequence[float]] | None = None
+    image: Image.Image,
+    result: Any,
+    max_side: int = 768,
+    map_extents: Sequence[Sequence[float]] | None = None,
+    truth_boxes: Sequence[Sequence[float]] = (),
+    caption: Sequence[str] = (),
 ) -> Image.Image:
     """Draw ``result`` (a FocusWrapper result) over ``image``.
 
@@ -43,9 +49,12 @@ def render_result(
         map_extents: per target, the box ``(x1, y1, x2, y2)`` in original pixels that its map
             spans (it may reach outside the image, e.g. a map over a padded square); ``None``
             means the map spans the image.
+        truth_boxes: pixel boxes of the asked objects, where known (a benchmark's GT boxes),
+            drawn in white on every panel so that the map's peak can be judged against them.
+        caption: lines of text written under the panels (e.g. the answers and measured rates).
 
     Returns:
-        an RGB image of size ``(panel_w * (1 + len(targets)), panel_h)``.
+        an RGB image of size ``(panel_w * (1 + len(targets)), panel_h + caption height)``.
     """
     if map_extents is not None and len(map_extents) != len(result.relevance_maps):
         raise ValueError(f"got {len(map_extents)} map extents for {len(result.relevance_maps)} relevance maps")
@@ -54,12 +63,14 @@ def render_result(
     panel_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     base = image.resize(panel_size, Image.BILINEAR)
     targets = list(result.targets)
-    canvas = Image.new("RGB", (panel_size[0] * (1 + len(targets)), panel_size[1]), (0, 0, 0))
+    caption_h = CAPTION_LINE_HEIGHT * len(caption) + (8 if caption else 0)
+    canvas = Image.new("RGB", (panel_size[0] * (1 + len(targets)), panel_size[1] + caption_h), (0, 0, 0))
 
     overview = base.copy()
     draw = ImageDraw.Draw(overview)
     for t, rois in enumerate(result.rois):
         _draw_rois(draw, rois, scale, TARGET_COLORS[t % len(TARGET_COLORS)], label=_label(targets, t))
+    _draw_truth(draw, truth_boxes, scale)
     canvas.paste(overview, (0, 0))
 
     for t, heat in enumerate(result.relevance_maps):
@@ -68,10 +79,21 @@ def render_result(
         draw = ImageDraw.Draw(panel)
         rois = result.rois[t] if t < len(result.rois) else []
         _draw_rois(draw, rois, scale, TARGET_COLORS[t % len(TARGET_COLORS)], label=None)
+        _draw_truth(draw, truth_boxes, scale)
         draw.text((4, 4), _label(targets, t), fill=(255, 255, 255))
         _draw_scale(panel)
         canvas.paste(panel, (panel_size[0] * (t + 1), 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(caption):
+        draw.text((6, panel_size[1] + 4 + CAPTION_LINE_HEIGHT * i), line, fill=(255, 255, 255))
     return canvas
+
+
+def _draw_truth(draw: ImageDraw.ImageDraw, boxes: Sequence[Sequence[float]], scale: float) -> None:
+    """The asked objects' boxes, white, a few pixels outside the object so it stays visible."""
+    for box in boxes:
+        x1, y1, x2, y2 = (float(v) * scale for v in box)
+        draw.rectangle((x1 - 3, y1 - 3, x2 + 3, y2 + 3), outline=(255, 255, 255), width=1)
 
 
 def _label(targets: list[str], t: int) -> str:
