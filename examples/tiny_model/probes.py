@@ -14,7 +14,9 @@
 - ``map_hit_layers_a_b``: the argmax cell of the relevance map of "Is there a {target}?" on the
   whole image lies within one cell of the target, per range of decoder layers;
   ``map_top10pct_layers_a_b``: a cell within one cell of the target is among the map's top
-  tenth; ``_tokenI``: the map of target token I alone (0: the colour word, 1: the shape word).
+  tenth; ``_tokenI``: the map of target token I alone (0: the colour word, 1: the shape word);
+  ``map_hit_layers_a_b_canvas_small`` / ``_large``: the hit rate on scenes whose long side is at
+  most / above ``SMALL_CANVAS`` px (a 28 px object is 1.5 / 1.3 model pixels at 96 px there).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ from focus_modules.synthetic.heldout import VALIDATION_SEED_TAG  # noqa: E402
 from focus_modules.synthetic.records import boxes_intersect  # noqa: E402
 from focus_modules.synthetic.scene import scene_rng  # noqa: E402
 from focus_modules.synthetic.tiny_llava import load_tiny_focus_llava, tiny_focus_config  # noqa: E402
+
+# Scenes whose long side is at most this many pixels count as small canvases in the map probes.
+SMALL_CANVAS = 1800
 
 
 def probe(model, adapter, config, scenes: int, layer_ranges) -> dict[str, list[bool]]:
@@ -86,6 +91,7 @@ def probe(model, adapter, config, scenes: int, layer_ranges) -> dict[str, list[b
             cell = float(enc.geometry.cell_size[0])
             ox, oy = (float(v) for v in enc.geometry.origin)
             target = question.boxes[0]
+            canvas = "small" if max(scene.size) <= SMALL_CANVAS else "large"
             grown = (target[0] - cell, target[1] - cell, target[2] + cell, target[3] + cell)
             cells = [
                 (ox + c * cell, oy + r * cell, ox + (c + 1) * cell, oy + (r + 1) * cell)
@@ -107,6 +113,8 @@ def probe(model, adapter, config, scenes: int, layer_ranges) -> dict[str, list[b
                         batch.inputs["attention_mask"],
                     )[0].flatten()
                     add(f"map_hit_layers_{a}_{b}{suffix}", bool(near[int(m.argmax())]))
+                    if not suffix:
+                        add(f"map_hit_layers_{a}_{b}_canvas_{canvas}", bool(near[int(m.argmax())]))
                     # The target's best cell among the map's top tenth of cells.
                     add(f"map_top10pct_layers_{a}_{b}{suffix}", bool((m > m[near].max()).float().mean() < 0.1))
     return results
