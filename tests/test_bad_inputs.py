@@ -339,5 +339,6 @@ def test_shipped_model_runs_without_settings_and_refuses_an_overlong_question(fi
     printed = json.loads(out)
     shipped = json.loads((SHIPPED_CHECKPOINT / "focus_config.json").read_text())
     assert printed["config"]["layers"] == shipped["layers"] != [14, 32] and printed["config"]["n_steps"] == 1
-    code, _, err = run_cli(ask(files["image"], "cup " * 1100, "--device", "cpu"), capsys)
-    assert code == 2 and "exceeds the model's context of 1024 tokens" in err and "Traceback" not in err
+    context = json.loads((SHIPPED_CHECKPOINT / "config.json").read_text())["text_config"]["max_position_embeddings"]
+    code, _, err = run_cli(ask(files["image"], "cup " * (context + 100), "--device", "cpu"), capsys)
+    assert code == 2 and f"exceeds the model's context of {context} tokens" in err and "Traceback" not in err

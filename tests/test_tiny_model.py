@@ -67,7 +67,7 @@ def test_stock_adapter_serves_it(shipped):
     model, processor = shipped
     adapter = adapter_for(model, processor)
     assert type(adapter) is LlavaAdapter
-    assert adapter.grid_size == 16
+    assert adapter.grid_size == 24  # 144 px, 6 px patches: LLaVA-1.5's own map size
     layers = json.loads((SHIPPED_CHECKPOINT / "focus_config.json").read_text())["layers"]
     assert adapter.num_layers() >= layers[1] and tiny_focus_config().layers == tuple(layers)
     assert adapter.default_config().layers == tuple(layers)  # what the CLI and FocusWrapper use
@@ -143,10 +143,11 @@ def test_focus_demo_command(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Question: What is the mark color of the" in printed
     assert "vanilla:" in printed and "FOCUS (n_steps=2):" in printed and "visual search" in printed
-    # the default scene is the one DEMO_SCENE's comment says: vanilla wrong, FOCUS right
+    # the default scene is the one DEMO_SCENE's comment says: vanilla wrong, FOCUS right, map on the object
     lines = printed.splitlines()
     assert "(wrong)" in next(line for line in lines if "vanilla:" in line)
     assert "(correct)" in next(line for line in lines if "FOCUS (n_steps=2):" in line)
+    assert "The relevance map's peak lies within one cell of the asked object." in lines
     assert "Measured on" in printed and "Reproduce (CHECKPOINT=" in printed and "focus eval" in printed
     from PIL import Image
 

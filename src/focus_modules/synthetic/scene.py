@@ -14,9 +14,10 @@ questions (the mark of a single object), spatial questions (pairs of single obje
 counting question (the counted colour and shape).
 
 Why it is built so: a single object is found and verified by its colour, which survives the
-downscaling of the whole image (a 28-52 px object is 1.3-3.3 model pixels of a 96 px view of a
-1536-2048 px canvas), while its mark (0.45 x its side) shrinks to 0.6-1.5 model pixels there,
-blended into the object, and becomes 2-8 model pixels only in a zoomed crop of 3-5 map cells. A model that answers from
+downscaling of the whole image (a 28-52 px object is 2-4.9 model pixels of a 144 px view of a
+1536-2048 px canvas), while its mark (0.45 x its side) shrinks to 0.9-2.2 model pixels there,
+blended into the object, and becomes 4-17 model pixels only in a zoomed crop of 3-5 cells of a
+24 x 24 map. A model that answers from
 the whole image must guess the mark; one that finds the object and zooms can read it.
 """
 

@@ -7,11 +7,12 @@ chat template and the token pattern let tests and examples build tiny random mod
 network: a ``tokenizers`` WordLevel tokenizer over a small vocabulary that the stock adapters
 serve unchanged.
 
-Geometry of the shipped model (why 96 px and 6 px patches): the adapter pads an image to a
+Geometry of the shipped model (why 144 px and 6 px patches): the adapter pads an image to a
 square of side ``S = max(W, H)`` (1536-2048 px for the synthetic scenes) and the map has
-``(96 / 6)^2 = 16 x 16`` cells of ``S / 16`` (96-128) px. On the whole image a 28-52 px object
-shrinks to 1.3-3.3 model pixels and its mark to below one; an ROI of ``s_min = 3`` to
-``s_max = 5`` cells is ``3-5 x S / 16`` px wide, so the mark covers 1-6 model pixels of its crop.
+``(144 / 6)^2 = 24 x 24`` cells of ``S / 24`` (64-85) px, LLaVA-1.5's own map size, so the
+preset's ROI sides apply unchanged. On the whole image a 28-52 px object shrinks to 2-4.9 model
+pixels and its mark to 1-2; an ROI of ``s_min = 3`` to ``s_max = 5`` cells is ``3-5 x S / 24`` px
+wide, so the mark covers 2-11 model pixels of its crop.
 """
 
 from __future__ import annotations
