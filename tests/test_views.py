@@ -90,3 +90,12 @@ def test_canvas_keeps_rois_and_their_relative_positions():
     assert paste_on_canvas(image, [(5, 5, 25, 15)], (0, 0, 0)).size == (20, 10)
     with pytest.raises(ValueError):
         paste_on_canvas(image, [], (0, 0, 0))
+
+
+def test_merge_overlapping_with_a_buffer_merges_near_boxes_too():
+    from focus_modules.adapters.views import merge_overlapping
+
+    apart = [(0, 0, 10, 10), (30, 0, 40, 10)]  # 20 px apart
+    assert merge_overlapping(apart) == [(0.0, 0.0, 10.0, 10.0), (30.0, 0.0, 40.0, 10.0)]
+    assert merge_overlapping(apart, buffer=9) == merge_overlapping(apart)  # widened gap still 2 px
+    assert merge_overlapping(apart, buffer=11) == [(0.0, 0.0, 40.0, 10.0)]  # the union of the boxes themselves

@@ -105,9 +105,11 @@ def max_centre_distance(boxes: Sequence[Sequence[float]]) -> float:
     return max((math.dist(p, q) for i, p in enumerate(centres) for q in centres[i + 1 :]), default=0.0)
 
 
-def merge_overlapping(boxes: Sequence[Sequence[float]]) -> list[Box]:
+def merge_overlapping(boxes: Sequence[Sequence[float]], buffer: float = 0.0) -> list[Box]:
     """Replace every group of overlapping boxes (positive intersection area, transitively)
-    by its union box; order follows each group's first box."""
+    by its union box; order follows each group's first box. With ``buffer`` > 0, boxes whose
+    extents widened by ``buffer`` pixels on every side overlap are merged too (their union is of
+    the boxes themselves)."""
     merged = [tuple(float(v) for v in b) for b in boxes]
     changed = True
     while changed:
@@ -115,7 +117,8 @@ def merge_overlapping(boxes: Sequence[Sequence[float]]) -> list[Box]:
         for i in range(len(merged)):
             for j in range(i + 1, len(merged)):
                 a, b = merged[i], merged[j]
-                if min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]):
+                reach = -2.0 * buffer
+                if min(a[2], b[2]) - max(a[0], b[0]) > reach and min(a[3], b[3]) - max(a[1], b[1]) > reach:
                     merged[i] = union_box([a, b])
                     del merged[j]
                     changed = True

@@ -31,7 +31,7 @@ from typing import Any
 from PIL import Image
 
 from focus_modules.adapters.base import EXISTENCE_TEMPLATE, FinalView, ModelAdapter
-from focus_modules.adapters.views import Box, crop, draw_boxes, union_box
+from focus_modules.adapters.views import Box, crop, draw_boxes, merge_overlapping, union_box
 from focus_modules.baselines.base import SearchMethod, SearchTask
 from focus_modules.modules.existence import ExistenceScorer
 from focus_modules.results import Roi, charge_batch
@@ -107,6 +107,10 @@ ZOOM_LATENT_TEMPLATE = (
 )
 
 # --- ZoomEye's search constants (ZoomEye/zoom_eye.py, eval/perform_zoom_eye.py) ----------------
+
+# ZoomEye's merge_bbox_list: boxes closer than this many pixels are merged (intersect_bbox's buffer).
+MERGE_BUFFER = 50
+
 
 DEPTH_LIMIT = 5  # type-1 search depth cap D = min(tree depth, 5)
 POPS_PER_LEVEL = 3  # pop budget 3 D
@@ -647,7 +651,9 @@ class ZoomEye(SearchMethod):
         if not nodes or any(n.depth == 0 for n in nodes):
             task.view = FinalView([task.image], "image", [])
             return
-        boxes = _merge_touching([patch_box(n, width, height, self.view_size, self.settings.patch_scale) for n in nodes])
+        boxes = merge_overlapping(
+            [patch_box(n, width, height, self.view_size, self.settings.patch_scale) for n in nodes], MERGE_BUFFER
+        )
         task.view = self._boxes_view(task.image, boxes)
 
 
@@ -664,32 +670,6 @@ def _downsized(image: Image.Image, side: int) -> Image.Image:
     if scale >= 1:
         return image
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-
-
-# ZoomEye's merge_bbox_list: boxes closer than this many pixels are merged (intersect_bbox's buffer).
-MERGE_BUFFER = 50
-
-
-def _merge_touching(boxes: list[Box]) -> list[Box]:
-    """Merge boxes whose ``MERGE_BUFFER``-widened extents overlap, until none do."""
-    merged = list(boxes)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(merged)):
-            for j in range(i + 1, len(merged)):
-                a, b = merged[i], merged[j]
-                if (
-                    min(a[2], b[2]) + MERGE_BUFFER > max(a[0], b[0]) - MERGE_BUFFER
-                    and min(a[3], b[3]) + MERGE_BUFFER > max(a[1], b[1]) - MERGE_BUFFER
-                ):
-                    merged[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    del merged[j]
-                    changed = True
-                    break
-            if changed:
-                break
-    return merged
 
 
 __all__ = ["ZOOMEYE_SETTINGS", "ZoomEye", "ZoomEyeSettings", "build_tree", "priority_weight"]
