@@ -46,6 +46,52 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True)
 
 
+def synthetic_command(data: Path, n: int, seed: int, *options: str) -> list[str]:
+    """The public writer of the synthetic benchmark: ``n`` questions per family into ``data``."""
+    return [
+        sys.executable,
+        "-m",
+        "focus_modules.synthetic",
+        "--out",
+        str(data),
+        "--n",
+        str(n),
+        "--seed",
+        str(seed),
+        *options,
+    ]
+
+
+def eval_command(
+    model: Path, data: Path, flags: list[str], scheme: str, batch_size: int, out: Path, *options: str, categories="all"
+) -> list[str]:
+    """``focus eval`` of the tiny model on a written V*Bench-layout set, on the CPU, overwriting ``out``;
+    ``flags`` choose the method, ``options`` are added before ``--overwrite``."""
+    return [
+        "focus",
+        "eval",
+        "--model",
+        str(model),
+        "--dataset",
+        "vstar",
+        "--data",
+        str(data),
+        "--categories",
+        categories,
+        *flags,
+        "--answer-scheme",
+        scheme,
+        "--batch-size",
+        str(batch_size),
+        "--device",
+        "cpu",
+        *options,
+        "--overwrite",
+        "--out",
+        str(out),
+    ]
+
+
 def category_table(rows: list[dict]) -> dict:
     """Per category (and all): n, accuracy, search FPs, ROI recall (any / top), s/question."""
     groups = defaultdict(list)
@@ -83,48 +129,13 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     data = args.work / f"data_n{args.n}_seed{args.seed}"
-    commands = [
-        [
-            sys.executable,
-            "-m",
-            "focus_modules.synthetic",
-            "--out",
-            str(data),
-            "--n",
-            str(args.n),
-            "--seed",
-            str(args.seed),
-        ]
-    ]
+    commands = [synthetic_command(data, args.n, args.seed)]
     outputs = {}
     for scheme in args.answer_schemes:
         for name, flags in METHODS:
             out = args.work / f"{flags[1]}_{scheme}.jsonl"
             outputs[f"{name} ({scheme})"] = out
-            commands.append(
-                [
-                    "focus",
-                    "eval",
-                    "--model",
-                    str(args.model),
-                    "--dataset",
-                    "vstar",
-                    "--data",
-                    str(data),
-                    "--categories",
-                    "all",
-                    *flags,
-                    "--answer-scheme",
-                    scheme,
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--device",
-                    "cpu",
-                    "--overwrite",
-                    "--out",
-                    str(out),
-                ]
-            )
+            commands.append(eval_command(args.model, data, flags, scheme, args.batch_size, out))
     written = sum(1 for _ in data.glob("*/*.json")) if data.is_dir() else 0
     for command in commands[1:] if written == 3 * args.n else commands:  # the set is deterministic
         run(command)

@@ -29,7 +29,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from tiny_model_heldout import run
+from tiny_model_heldout import eval_command, run, synthetic_command
 
 from focus_modules.eval.metrics import summarize
 from focus_modules.synthetic.tiny_llava import SHIPPED_CHECKPOINT, TINY_ANSWER_SCHEME
@@ -86,47 +86,13 @@ def main(argv=None) -> None:
     data = args.work / f"data_n{args.n}_seed{args.seed}"
     commands = []
     if sum(1 for _ in data.glob("*/*.json")) != 3 * args.n:  # the set is deterministic
-        commands.append(
-            [
-                sys.executable,
-                "-m",
-                "focus_modules.synthetic",
-                "--out",
-                str(data),
-                "--n",
-                str(args.n),
-                "--seed",
-                str(args.seed),
-            ]
-        )
+        commands.append(synthetic_command(data, args.n, args.seed))
     outputs = {}
     for name, flags in METHODS:
         out = args.work / (name.replace(" ", "_").replace("=", "") + ".jsonl")
         outputs[name] = out
         commands.append(
-            [
-                "focus",
-                "eval",
-                "--model",
-                str(args.model),
-                "--dataset",
-                "vstar",
-                "--data",
-                str(data),
-                "--categories",
-                "all",
-                *flags,
-                "--answer-scheme",
-                TINY_ANSWER_SCHEME,
-                "--batch-size",
-                str(args.batch_size),
-                "--device",
-                "cpu",
-                "--no-progress",
-                "--overwrite",
-                "--out",
-                str(out),
-            ]
+            eval_command(args.model, data, flags, TINY_ANSWER_SCHEME, args.batch_size, out, "--no-progress")
         )
     plot = args.out.with_suffix(".png")
     labels = [flag for name in outputs for flag in ("--label", name)]

@@ -31,7 +31,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from tiny_model_heldout import run  # benchmarks/: prints and runs a command
+from tiny_model_heldout import eval_command, run, synthetic_command  # benchmarks/: the public commands
 
 from focus_modules.eval.metrics import summarize
 from focus_modules.ops.stitch_maps import window_count
@@ -78,48 +78,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every command
     data = args.work / f"data_canvas{args.canvas}_n{args.n}_seed{args.seed}"
-    generate = [
-        sys.executable,
-        "-m",
-        "focus_modules.synthetic",
-        "--out",
-        str(data),
-        "--n",
-        str(args.n),
-        "--seed",
-        str(args.seed),
-        "--canvas",
-        str(args.canvas),
-        "--families",
-        "attribute",
-    ]
+    generate = synthetic_command(data, args.n, args.seed, "--canvas", str(args.canvas), "--families", "attribute")
     commands, outputs = [generate], {}
     for name, flags in methods(args.window, args.overlap):
         out = args.work / f"{name.replace(' ', '_').replace(',', '')}.jsonl"
         outputs[name] = out
         commands.append(
-            [
-                "focus",
-                "eval",
-                "--model",
-                str(args.model),
-                "--dataset",
-                "vstar",
-                "--data",
-                str(data),
-                "--categories",
-                "direct_attributes",
-                *flags,
-                "--answer-scheme",
-                TINY_ANSWER_SCHEME,
-                "--batch-size",
-                str(args.batch_size),
-                "--device",
-                "cpu",
-                "--overwrite",
-                "--out",
-                str(out),
-            ]
+            eval_command(
+                args.model, data, flags, TINY_ANSWER_SCHEME, args.batch_size, out, categories="direct_attributes"
+            )
         )
     written = sorted(data.glob("direct_attributes/*.json")) if data.is_dir() else []
     for command in commands[1:] if len(written) == args.n else commands:  # the set is deterministic
