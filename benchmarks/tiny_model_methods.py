@@ -26,7 +26,6 @@ import os
 import platform
 import shlex
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 from tiny_model_heldout import eval_command, run, synthetic_command
@@ -55,14 +54,12 @@ def sha256(path: Path) -> str:
 
 def method_record(rows: list[dict]) -> dict:
     """Accuracy per category (and all), mean search FPs, mean FPs per phase, s/question."""
-    groups = defaultdict(list)
-    for row in rows:
-        groups[row["category"]].append(row)
     overall = summarize(rows)
+    per_category = {c: group["accuracy"] for c, group in overall["per_category"].items()}
     return {
         "n": overall["n"],
         "errors": overall["errors"],
-        "accuracy": {"all": overall["accuracy"], **{c: summarize(g)["accuracy"] for c, g in sorted(groups.items())}},
+        "accuracy": {"all": overall["accuracy"], **per_category},
         "fp_search_mean": overall["fp_search_mean"],
         "fp_per_phase_mean": overall["fp_per_phase_mean"],
         "seconds_per_question": overall["seconds_mean"],
