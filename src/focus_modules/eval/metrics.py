@@ -91,10 +91,7 @@ def map_hits(peaks: Sequence[Sequence[float]], gt_boxes: Sequence[Sequence[float
     for x1, y1, x2, y2 in peaks:
         w, h = x2 - x1, y2 - y1
         grown.append((x1 - w, y1 - h, x2 + w, y2 + h))
-    return [
-        any(min(b[2], gt[2]) > max(b[0], gt[0]) and min(b[3], gt[3]) > max(b[1], gt[1]) for b in grown)
-        for gt in gt_boxes
-    ]
+    return [any(box_coverage(box, gt) > 0 for box in grown) for gt in gt_boxes]
 
 
 def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
