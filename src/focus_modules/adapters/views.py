@@ -111,13 +111,13 @@ def merge_overlapping(boxes: Sequence[Sequence[float]], buffer: float = 0.0) -> 
     extents widened by ``buffer`` pixels on every side overlap are merged too (their union is of
     the boxes themselves)."""
     merged = [tuple(float(v) for v in b) for b in boxes]
+    reach = -2.0 * buffer  # least overlap (negative: greatest gap) that merges two boxes
     changed = True
     while changed:
         changed = False
         for i in range(len(merged)):
             for j in range(i + 1, len(merged)):
                 a, b = merged[i], merged[j]
-                reach = -2.0 * buffer
                 if min(a[2], b[2]) - max(a[0], b[0]) > reach and min(a[3], b[3]) - max(a[1], b[1]) > reach:
                     merged[i] = union_box([a, b])
                     del merged[j]
