@@ -208,7 +208,13 @@ class FocusWrapper:
                     for job, leader in followers:
                         self._reuse_search(job, leader)
                 elif method in SEARCH_METHODS:
-                    self._search_method(method).search(group)
+                    searcher = self._search_method(method)
+                    for job in group:  # every phase of the method is in the records, at 0 when nothing ran
+                        for phase in searcher.phases:
+                            job.result.forward_passes.setdefault(phase, 0)
+                            job.result.tokens.setdefault(phase, 0)
+                            job.result.timings.setdefault(phase, 0.0)
+                    searcher.search(group)
                 self._final_answer(group, answer_scheme)
                 for job in group:
                     if job.padded_from is not None:

@@ -52,7 +52,8 @@ class SearchMethod(ABC):
 
     #: the method's name in ``focus_modules.config.METHODS``.
     name: ClassVar[str]
-    #: the phases the method charges, in the order they run (step VI's ``"answer"`` excluded).
+    #: the phases the method charges, in the order they run (step VI's ``"answer"`` excluded);
+    #: the wrapper puts each in every result's records at 0 before the search.
     phases: ClassVar[tuple[str, ...]]
 
     def __init__(self, adapter: ModelAdapter) -> None:

@@ -492,11 +492,6 @@ class ZoomEye(SearchMethod):
 
     def search(self, tasks: Sequence[SearchTask]) -> None:
         """Cues, early exit, tree searches and the final view of every task, in batched rounds."""
-        for task in tasks:  # every phase of the method is in the records, at 0 when nothing ran
-            for phase in self.phases:
-                task.result.forward_passes.setdefault(phase, 0)
-                task.result.tokens.setdefault(phase, 0)
-                task.result.timings.setdefault(phase, 0.0)
         cues = self._cues(tasks)
         self.traces = [QuestionTrace() for _ in tasks]
         for task, task_cues in zip(tasks, cues):
